@@ -1,0 +1,58 @@
+# recap-pipeline: `make run` (set up + the main job), `make test` (set up + lint + tests).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := configs/constraints.txt
+# The venv is rebuilt only when the pins or the package metadata change.
+PIN_HASH := $(shell cat $(CONSTRAINTS) pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.setup-$(PIN_HASH)
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS)
+
+RUN_DIR ?= runs/local
+RUN_ROWS ?= 200000
+PYTEST_ARGS ?=
+
+.PHONY: help setup test lint run bench images clean
+
+help:
+	@echo "make setup  create .venv with the pinned stack (idempotent)"
+	@echo "make test   setup + ruff + pytest"
+	@echo "make run    setup + the main job (see README)"
+	@echo "make bench  setup + benchmarks (writes BENCHMARKS.md)"
+
+setup: $(STAMP)
+
+$(STAMP): $(CONSTRAINTS) pyproject.toml
+	@rm -f $(VENV)/.setup-*
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	# torch first: torch==2.13.0 resolves to the CPU wheel this machine keeps on disk.
+	$(PIP) torch==2.13.0
+	# fbgemm-gpu-cpu stands in for fbgemm-gpu (the CUDA build) on CPU machines.
+	$(PIP) fbgemm-gpu-cpu==1.8.0
+	# torchrec's metadata requires the CUDA fbgemm-gpu, hence --no-deps plus its small deps.
+	$(PIP) --no-deps torchrec==1.8.0
+	$(PIP) tensordict tqdm pyre-extensions
+	$(PIP) -e '.[dev]'
+	@touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+run: setup
+	$(BIN)/recap run-local --out $(RUN_DIR) --rows $(RUN_ROWS)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+images:
+	docker buildx bake -f docker/docker-bake.hcl
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""recap-pipeline: the step implementations (no KFP imports here; see DESIGN.md)."""

@@ -1,0 +1,511 @@
+"""One small API over local paths and `gs://bucket/key` URIs.
+
+Every byte the steps read or write goes through here, so local runs, the GCS emulator and
+real GCS behave the same. Design choices:
+- gs:// uses google-cloud-storage (it honours STORAGE_EMULATOR_HOST). TensorFlow's own GCS
+  filesystem is never used: it cannot reach an emulator.
+- Our retry policy is the only one: exponential backoff with full jitter on 429, 5xx and
+  connection errors; the client's built-in retries are turned off so attempts are bounded.
+- Writes are atomic. Locally: a temporary name in the same directory, then `os.replace`.
+  On GCS an object becomes visible only when its upload completes, so a writer spools to a
+  local temporary file and uploads it to the final name; a failed upload leaves nothing.
+  A set of files (a dataset, a checkpoint) is published by a manifest written last.
+- Streaming: reads of gs:// objects fetch ranged chunks, each chunk retried on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from components.common.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+GCS_SCHEME = "gs://"
+TEMP_MARKER = ".tmp-"
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+RETRYABLE_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+# --------------------------------------------------------------------------- URIs
+
+
+def is_gcs(uri: str) -> bool:
+    return str(uri).startswith(GCS_SCHEME)
+
+
+def _local_path(uri: str | os.PathLike[str]) -> Path:
+    text = str(uri)
+    return Path(text[len("file://") :] if text.startswith("file://") else text)
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    """`gs://bucket/a/b` -> (`bucket`, `a/b`)."""
+    rest = uri[len(GCS_SCHEME) :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: no bucket in gs:// URI")
+    return bucket, key
+
+
+def join(base: str | os.PathLike[str], *parts: str) -> str:
+    """Join URI segments with `/` (also for local paths)."""
+    out = str(base)
+    for part in parts:
+        part = str(part).strip("/")
+        if not part:
+            continue
+        out = f"{out.rstrip('/')}/{part}" if out else part
+    return out
+
+
+def basename(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(uri: str) -> str:
+    text = str(uri).rstrip("/")
+    if is_gcs(text):
+        bucket, key = split_gcs(text)
+        return f"{GCS_SCHEME}{bucket}/{key.rsplit('/', 1)[0]}" if "/" in key else f"{GCS_SCHEME}{bucket}"
+    return str(_local_path(text).parent)
+
+
+def relative_to(uri: str, base: str) -> str:
+    """Path of `uri` below `base`, with `/` separators."""
+    uri, base = str(uri), str(base).rstrip("/")
+    if not uri.startswith(base + "/"):
+        raise StorageError(f"{uri} is not below {base}")
+    return uri[len(base) + 1 :]
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return exc.code in RETRYABLE_HTTP_STATUS if exc.code is not None else False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    try:
+        import requests
+        import urllib3
+
+        if isinstance(
+            exc,
+            requests.exceptions.ConnectionError
+            | requests.exceptions.ChunkedEncodingError
+            | requests.exceptions.Timeout
+            | urllib3.exceptions.HTTPError,
+        ):
+            return True
+    except ImportError:  # pragma: no cover - both come with google-cloud-storage
+        pass
+    try:
+        from google.auth.exceptions import TransportError
+        from google.resumable_media.common import DataCorruption, InvalidResponse
+
+        if isinstance(exc, TransportError | DataCorruption):
+            return True
+        if isinstance(exc, InvalidResponse):
+            return getattr(exc.response, "status_code", None) in RETRYABLE_HTTP_STATUS
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+class RetryPolicy:
+    """Exponential backoff with full jitter: sleep U(0, min(cap, base * 2**attempt))."""
+
+    def __init__(self, attempts: int | None = None, base_s: float = 0.1, cap_s: float = 8.0) -> None:
+        self.attempts = attempts or int(os.environ.get("RECAP_STORAGE_RETRIES", "10"))
+        self.base_s = base_s
+        self.cap_s = cap_s
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except Exception as exc:
+                if not _is_retryable(exc) or attempt == self.attempts - 1:
+                    raise
+                delay = random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+                log.warning("retrying %s after %s (attempt %d/%d, sleep %.2fs)",
+                            what, type(exc).__name__, attempt + 1, self.attempts, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+RETRY = RetryPolicy()
+
+
+def _call(fn: Callable[[], T], what: str) -> T:
+    """Run a GCS call under the retry policy; map 'not found' and the rest to our errors."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        return RETRY.call(fn, what)
+    except gexc.NotFound as exc:
+        raise FileNotFoundError(what) from exc
+    except gexc.GoogleAPICallError as exc:
+        raise StorageError(f"{what}: {exc.code} {exc.message}") from exc
+    except Exception as exc:
+        if _is_retryable(exc):
+            raise StorageError(f"{what}: gave up after {RETRY.attempts} attempts: {exc}") from exc
+        raise
+
+
+# --------------------------------------------------------------------------- GCS client
+
+_client_lock = threading.Lock()
+_clients: dict[int, Any] = {}
+
+
+def gcs_client() -> Any:
+    """A client per process (clients are not fork-safe); anonymous against an emulator."""
+    from google.cloud import storage as gcs
+
+    pid = os.getpid()
+    with _client_lock:
+        if pid not in _clients:
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                project = os.environ.get("GOOGLE_CLOUD_PROJECT", "recap-local")
+                _clients[pid] = gcs.Client(project=project, credentials=AnonymousCredentials())
+            else:
+                _clients[pid] = gcs.Client()
+        return _clients[pid]
+
+
+def _blob(uri: str) -> Any:
+    bucket, key = split_gcs(uri)
+    if not key:
+        raise StorageError(f"{uri}: expected an object URI, got a bucket")
+    return gcs_client().bucket(bucket).blob(key)
+
+
+class _GcsRangeReader(io.RawIOBase):
+    """Sequential reads of one object as ranged downloads, each retried on its own."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._blob = _blob(uri)
+        _call(lambda: self._blob.reload(retry=None), uri)
+        self.size = int(self._blob.size or 0)
+        self._pos = 0
+        self._generation = self._blob.generation
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= self.size:
+            return 0
+        end = min(self._pos + len(buffer), self.size) - 1
+        start = self._pos
+        data = _call(
+            lambda: self._blob.download_as_bytes(
+                start=start, end=end, checksum=None, retry=None,
+                if_generation_match=self._generation,
+            ),
+            self.uri,
+        )
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def open_read(uri: str) -> IO[bytes]:
+    """A buffered binary stream over a local file or a gs:// object."""
+    if is_gcs(uri):
+        return io.BufferedReader(_GcsRangeReader(uri), buffer_size=READ_CHUNK_BYTES)
+    return open(_local_path(uri), "rb")  # noqa: SIM115 - caller closes
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_gcs(uri):
+        blob = _blob(uri)
+        return _call(lambda: blob.download_as_bytes(retry=None), uri)
+    return _local_path(uri).read_bytes()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_text(uri))
+
+
+def download(uri: str, local_path: str | os.PathLike[str]) -> Path:
+    """Copy an object to a local file (atomically), e.g. a shard into the reader's cache."""
+    target = Path(local_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{TEMP_MARKER}{uuid.uuid4().hex}-{target.name}")
+    try:
+        if is_gcs(uri):
+            blob = _blob(uri)
+            _call(lambda: blob.download_to_filename(str(tmp), retry=None), uri)
+        else:
+            shutil.copyfile(_local_path(uri), tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts bytes and computes sha256 of everything written, for manifests."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.bytes_written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._raw.write(view)
+        self._hash.update(view)
+        self.bytes_written += view.nbytes
+        return view.nbytes
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+@contextlib.contextmanager
+def open_write(uri: str) -> Iterator[_HashingWriter]:
+    """Write a file that appears under `uri` only if the block completes.
+
+    The yielded writer exposes `bytes_written` and `sha256` after the block.
+    """
+    if is_gcs(uri):
+        with tempfile.NamedTemporaryFile(prefix="recap-upload-", dir=_spool_dir()) as spool:
+            writer = _HashingWriter(spool)
+            yield writer
+            spool.flush()
+            upload(spool.name, uri)
+        return
+    path = _local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TEMP_MARKER}{uuid.uuid4().hex}-{path.name}")
+    try:
+        with open(tmp, "wb") as handle:
+            writer = _HashingWriter(handle)
+            yield writer
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _spool_dir() -> str | None:
+    return os.environ.get("RECAP_SPOOL_DIR") or None
+
+
+def upload(local_path: str | os.PathLike[str], uri: str) -> None:
+    """Publish a local file under `uri` (atomic on both backends)."""
+    if is_gcs(uri):
+        blob = _blob(uri)
+
+        def send() -> None:
+            with open(local_path, "rb") as handle:
+                blob.upload_from_file(handle, rewind=True, retry=None, checksum="crc32c")
+
+        _call(send, uri)
+        return
+    with open(local_path, "rb") as src, open_write(uri) as dst:
+        shutil.copyfileobj(src, dst, READ_CHUNK_BYTES)
+
+
+def write_bytes(uri: str, data: bytes) -> str:
+    """Atomically write `data`; returns its sha256."""
+    if is_gcs(uri):
+        blob = _blob(uri)
+        _call(lambda: blob.upload_from_string(data, retry=None, checksum="crc32c"), uri)
+        return hashlib.sha256(data).hexdigest()
+    with open_write(uri) as out:
+        out.write(data)
+    return out.sha256
+
+
+def write_text(uri: str, text: str) -> str:
+    return write_bytes(uri, text.encode("utf-8"))
+
+
+def write_json(uri: str, value: Any) -> str:
+    return write_text(uri, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- listing and the rest
+
+
+def exists(uri: str) -> bool:
+    if is_gcs(uri):
+        blob = _blob(uri)
+        return bool(_call(lambda: blob.exists(retry=None), uri))
+    return _local_path(uri).exists()
+
+
+def size(uri: str) -> int:
+    if is_gcs(uri):
+        blob = _blob(uri)
+        _call(lambda: blob.reload(retry=None), uri)
+        return int(blob.size or 0)
+    return _local_path(uri).stat().st_size
+
+
+def list_uris(prefix_uri: str) -> list[str]:
+    """Every file below a directory-like prefix, sorted; temporary files are never listed."""
+    if is_gcs(prefix_uri):
+        bucket, key = split_gcs(prefix_uri.rstrip("/"))
+        prefix = f"{key}/" if key else ""
+
+        def fetch() -> list[str]:
+            blobs = gcs_client().list_blobs(bucket, prefix=prefix, retry=None)
+            return [f"{GCS_SCHEME}{bucket}/{b.name}" for b in blobs]
+
+        found = _call(fetch, prefix_uri)
+    else:
+        root = _local_path(prefix_uri)
+        if not root.is_dir():
+            return []
+        base = str(prefix_uri).rstrip("/")
+        found = [
+            join(base, str(path.relative_to(root)).replace(os.sep, "/"))
+            for path in root.rglob("*")
+            if path.is_file()
+        ]
+    return sorted(u for u in found if not basename(u).startswith(TEMP_MARKER))
+
+
+def glob(pattern: str) -> list[str]:
+    """Files matching a shell pattern (`*`, `?`, `[...]`); `*` also crosses `/`."""
+    wildcard = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=-1)
+    if wildcard < 0:
+        return [pattern] if exists(pattern) and not is_dir(pattern) else []
+    base = pattern[:wildcard].rsplit("/", 1)[0]
+    return [uri for uri in list_uris(base) if fnmatch.fnmatchcase(uri, pattern)]
+
+
+def is_dir(uri: str) -> bool:
+    """A local directory, or a gs:// prefix with at least one object below it."""
+    if is_gcs(uri):
+        bucket, key = split_gcs(uri.rstrip("/"))
+        prefix = f"{key}/" if key else ""
+
+        def probe() -> bool:
+            return any(True for _ in gcs_client().list_blobs(bucket, prefix=prefix, max_results=1, retry=None))
+
+        return bool(_call(probe, uri))
+    return _local_path(uri).is_dir()
+
+
+def delete(uri: str, missing_ok: bool = True) -> None:
+    if is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            _call(lambda: blob.delete(retry=None), uri)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        return
+    try:
+        _local_path(uri).unlink()
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def delete_prefix(prefix_uri: str) -> int:
+    """Remove everything below a prefix (e.g. a partial output before a rerun); returns count."""
+    if is_gcs(prefix_uri):
+        uris = list_uris(prefix_uri)
+        for uri in uris:
+            delete(uri)
+        return len(uris)
+    root = _local_path(prefix_uri)
+    if not root.exists():
+        return 0
+    count = sum(1 for p in root.rglob("*") if p.is_file())
+    shutil.rmtree(root)
+    return count
+
+
+def copy(src: str, dst: str) -> None:
+    """Copy one object; server-side within GCS, streamed otherwise."""
+    if is_gcs(src) and is_gcs(dst):
+        src_blob, dst_blob = _blob(src), _blob(dst)
+
+        def rewrite() -> None:
+            token, _, _ = dst_blob.rewrite(src_blob, retry=None)
+            while token is not None:
+                token, _, _ = dst_blob.rewrite(src_blob, token=token, retry=None)
+
+        _call(rewrite, f"{src} -> {dst}")
+        return
+    if is_gcs(src):
+        with tempfile.TemporaryDirectory(dir=_spool_dir()) as tmp:
+            local = download(src, Path(tmp) / "object")
+            upload(local, dst)
+        return
+    upload(_local_path(src), dst)
+
+
+def copy_prefix(src_prefix: str, dst_prefix: str) -> list[str]:
+    """Copy every file below `src_prefix` to the same relative path below `dst_prefix`."""
+    copied = []
+    for uri in list_uris(src_prefix):
+        target = join(dst_prefix, relative_to(uri, src_prefix.rstrip("/")))
+        copy(uri, target)
+        copied.append(target)
+    return copied
+
+
+def require(uri: str, what: str = "input") -> None:
+    """Fail with a one-line StorageError when an input URI does not exist."""
+    if not (exists(uri) or is_dir(uri)):
+        raise StorageError(f"{uri}: {what} not found")

@@ -1,0 +1,1 @@
+"""Training: config, tf.data reader, Heavy Ranker model, loss, optimizer, loop, checkpoints."""

@@ -1,0 +1,1 @@
+"""KFP only: thin component wrappers over `components.*`, the DAG, compile / run-local / submit."""

@@ -31,6 +31,7 @@ COMMANDS = (
     Command(("convert",), "components.convert.cli", "raw Parquet -> gzip TFRecord shards (segdense layout) with manifests"),
     Command(("train",), "components.train.cli", "train the Heavy Ranker under torchrun with TorchRec sharding"),
     Command(("evaluate",), "components.evaluate.cli", "metrics, report and blessing for an exported model"),
+    Command(("launch",), "components.launch.cli", "start training as a Kubeflow PyTorchJob or as local torchrun processes"),
     Command(("pipeline", "compile"), "pipeline.cli", "compile the KFP v2 DAG to YAML"),
     Command(("pipeline", "run"), "pipeline.cli", "run the whole DAG on this machine through kfp.local"),
     Command(("pipeline", "submit"), "pipeline.cli", "submit the DAG to a Kubeflow Pipelines host"),
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = _load(command)
         if module is None:
             sub.set_defaults(_command=command, _handler=None)
+            sub.add_argument("--config_path", default=None, help=argparse.SUPPRESS)
             sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             continue
         adder = getattr(module, f"add_{command.path[-1]}_arguments", None) or module.add_arguments
@@ -85,14 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     name = " ".join(args._command.path)
     try:
-        if args._handler is None:
-            raise NotYetAvailable(f"`recap {name}` is not available yet in this release")
         config_path = getattr(args, "config_path", None)
         if config_path:
             from components.common import storage
 
             if not storage.exists(config_path):
                 raise ConfigError(f"{config_path}: config file not found")
+        if args._handler is None:
+            raise NotYetAvailable(f"`recap {name}` is not available yet in this release")
         return int(args._handler(args) or 0)
     except RecapError as exc:
         print(f"recap {name}: error: {exc}", file=sys.stderr)

@@ -166,11 +166,11 @@ def _call(fn: Callable[[], T], what: str) -> T:
         return RETRY.call(fn, what)
     except gexc.NotFound as exc:
         raise FileNotFoundError(what) from exc
-    except gexc.GoogleAPICallError as exc:
-        raise StorageError(f"{what}: {exc.code} {exc.message}") from exc
     except Exception as exc:
         if _is_retryable(exc):
             raise StorageError(f"{what}: gave up after {RETRY.attempts} attempts: {exc}") from exc
+        if isinstance(exc, gexc.GoogleAPICallError):
+            raise StorageError(f"{what}: {exc.code} {exc.message}") from exc
         raise
 
 

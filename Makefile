@@ -15,7 +15,7 @@ RUN_DIR ?= runs/local
 RUN_ROWS ?= 200000
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint run bench images clean
+.PHONY: help setup test lint run bench images clean system-deps
 
 help:
 	@echo "make setup  create .venv with the pinned stack (idempotent)"
@@ -42,8 +42,15 @@ $(STAMP): $(CONSTRAINTS) pyproject.toml
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup lint system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium renders the HTML reports in tests; installed from Debian when we are root.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "note: chromium not installed; the report rendering tests will be skipped"; fi; }
 
 run: setup
 	$(BIN)/recap run-local --out $(RUN_DIR) --rows $(RUN_ROWS)

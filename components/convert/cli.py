@@ -1,0 +1,39 @@
+"""`recap convert`: raw Parquet -> gzip TFRecord shards in `<out>/train` and `<out>/eval`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from components.common.config import format_validation_error
+from components.common.errors import ConfigError
+from components.common.schema import load_schema
+from components.convert.convert import ConvertSettings, run as convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="raw Parquet directory/prefix (local or gs://)")
+    parser.add_argument("--schema", default="local", help="local | prod | path to a schema YAML")
+    parser.add_argument("--out", required=True, help="output URI; writes <out>/train and <out>/eval")
+    parser.add_argument("--eval-fraction", type=float, default=0.1, help="share of split keys sent to eval")
+    parser.add_argument("--split-key", default="user_id", help="ID column hashed to pick the split")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split (>= training ranks)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    parser.add_argument("--compression-level", type=int, default=6, help="gzip level 0-9")
+
+
+def run(args: argparse.Namespace) -> int:
+    values = {
+        "eval_fraction": args.eval_fraction, "split_key": args.split_key, "shards": args.shards,
+        "compression_level": args.compression_level, "progress_bar": sys.stderr.isatty(),
+    }
+    if args.workers is not None:
+        values["workers"] = args.workers
+    try:
+        settings = ConvertSettings(**values)
+    except ValueError as exc:  # pydantic.ValidationError
+        raise ConfigError(format_validation_error(exc, "recap convert")) from exc
+    result = convert(args.input, args.out, load_schema(args.schema), settings)
+    for split, uri in result.manifest_uris.items():
+        print(f"{split}: {result.records[split]} records in {len(result.shard_uris[split])} shards, {uri}")
+    return 0

@@ -1,0 +1,243 @@
+"""`convert.run`: raw Parquet -> gzip TFRecord shards in `train/` and `eval/`, manifests last.
+
+Order of events, so that nothing half-written is ever consumed:
+1. delete each split's old manifest, then the rest of the split prefix (a rerun replaces
+   partial output);
+2. convert every shard task (in `workers` processes; the calling process is one of them);
+   each shard file appears atomically when complete;
+3. only when every task succeeded, write `train/_MANIFEST.json` and `eval/_MANIFEST.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
+
+from components.common import storage
+from components.common.config import StrictModel
+from components.common.errors import DataError, RecapError
+from components.common.logs import Throughput, format_metrics
+from components.common.manifest import Manifest, ManifestFile, manifest_uri, write_manifest
+from components.common.schema import Schema
+from components.convert import plan
+from components.convert.shard import ShardJob, ShardOutput, convert_shard
+
+log = logging.getLogger(__name__)
+
+MANIFEST_KIND = "tfrecord"
+PROGRESS_EVERY_S = 10.0
+
+
+class ConvertSettings(StrictModel):
+    """How to convert: split, sharding, parallelism, compression."""
+
+    eval_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    split_key: str = "user_id"
+    shards: int = Field(default=4, ge=1, le=99_999)
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    compression_level: int = Field(default=6, ge=0, le=9)
+    batch_rows: int = Field(default=256, ge=1)
+    progress_bar: bool = False
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    out_uri: str
+    records: dict[str, int]  # split -> record count
+    shard_uris: dict[str, tuple[str, ...]]  # split -> shard URIs
+    manifests: dict[str, Manifest]  # split -> manifest as written
+    manifest_uris: dict[str, str]
+    rows: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / max(self.seconds, 1e-9)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _claim_loop(jobs: list[ShardJob], next_index: Any, rows_done: Any, stop: Any) -> list[ShardOutput]:
+    """Take tasks off a shared counter until none are left (or another process failed)."""
+    outputs = []
+
+    def progress(rows: int) -> None:
+        with rows_done.get_lock():
+            rows_done.value += rows
+
+    while not stop.value:
+        with next_index.get_lock():
+            index = next_index.value
+            next_index.value += 1
+        if index >= len(jobs):
+            break
+        outputs.append(convert_shard(jobs[index], progress))
+    return outputs
+
+
+def _worker_main(jobs, next_index, rows_done, stop, results) -> None:
+    try:
+        results.put((os.getpid(), "ok", _claim_loop(jobs, next_index, rows_done, stop)))
+    except BaseException as exc:  # report every failure to the parent, then exit non-zero
+        stop.value = 1
+        error = exc if isinstance(exc, RecapError) else RuntimeError(f"{type(exc).__name__}: {exc}")
+        results.put((os.getpid(), "error", error))
+        raise SystemExit(1) from None
+
+
+def _collect(children: list[Any], results: Any) -> list[ShardOutput]:
+    """Wait for every child's outputs; a child that dies without reporting is an error, not a hang."""
+    outputs: list[ShardOutput] = []
+    pending = {child.pid: child for child in children}
+    while pending:
+        try:
+            pid, kind, value = results.get(timeout=0.5)
+        except queue.Empty:
+            dead = [c for c in pending.values() if c.exitcode not in (None, 0)]
+            if not dead:
+                continue
+            try:  # its last words may still be in the pipe
+                pid, kind, value = results.get(timeout=2.0)
+            except queue.Empty:
+                raise DataError(
+                    f"convert worker pid={dead[0].pid} died (exit code {dead[0].exitcode}) without a result"
+                ) from None
+        pending.pop(pid, None)
+        if kind == "error":
+            raise value
+        outputs += value
+    return outputs
+
+
+def _run_jobs(jobs: list[ShardJob], workers: int, total_rows: int, show_bar: bool) -> list[ShardOutput]:
+    # spawn, not fork: the parent may hold TensorFlow or GCS client threads.
+    ctx = mp.get_context("spawn")
+    next_index, rows_done, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Value("b", 0)
+    results = ctx.Queue()
+    children = [
+        ctx.Process(target=_worker_main, args=(jobs, next_index, rows_done, stop, results), daemon=True)
+        for _ in range(min(workers, len(jobs)) - 1)
+    ]
+    for child in children:
+        child.start()
+    reporter = _ProgressReporter(rows_done, total_rows, show_bar)
+    reporter.start()
+    outputs: list[ShardOutput] = []
+    try:
+        try:
+            outputs += _claim_loop(jobs, next_index, rows_done, stop)
+        except BaseException:
+            stop.value = 1
+            raise
+        outputs += _collect(children, results)
+        for child in children:
+            child.join()
+    finally:
+        reporter.stop()
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+                child.join()
+    return sorted(outputs, key=lambda o: o.index)
+
+
+class _ProgressReporter:
+    """Progress bar and periodic `rows=... rows_per_s=...` lines from the shared row counter."""
+
+    def __init__(self, rows_done: Any, total_rows: int, show_bar: bool) -> None:
+        self.rows_done, self.total = rows_done, total_rows
+        self.show_bar = show_bar
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="convert-progress", daemon=True)
+        self.throughput = Throughput()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        bar = None
+        if self.show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total, unit="rows", desc="convert", smoothing=0.1)
+        last_log = time.perf_counter()
+        shown = 0
+        while not self._stop.wait(0.5):
+            done = self.rows_done.value
+            if bar is not None:
+                bar.update(done - shown)
+            shown = done
+            if time.perf_counter() - last_log >= PROGRESS_EVERY_S:
+                last_log = time.perf_counter()
+                rate = done / self.throughput.seconds
+                log.info("convert %s", format_metrics(rows=done, total_rows=self.total, rows_per_s=rate))
+        if bar is not None:
+            bar.update(self.rows_done.value - shown)
+            bar.close()
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def clear_split(split_uri: str) -> None:
+    """Remove a split's output: the manifest first, so a half-deleted split is never trusted."""
+    storage.delete(manifest_uri(split_uri))
+    storage.delete_prefix(split_uri)
+
+
+def run(input_uri: str, out_uri: str, schema: Schema, settings: ConvertSettings | None = None) -> ConvertResult:
+    """Convert raw Parquet at `input_uri` into `<out_uri>/{train,eval}/` TFRecord shards with manifests."""
+    settings = settings or ConvertSettings()
+    start = time.perf_counter()
+    out_uri = out_uri.rstrip("/")
+    split_spec = plan.resolve_split_column(schema, settings.split_key)
+    files = plan.list_input_files(input_uri)
+    rows = plan.file_rows(files, schema)
+    tasks = plan.plan_tasks(files, rows, settings.shards, out_uri)
+    total = sum(rows)
+    log.info("convert %s", format_metrics(input=input_uri, files=len(files), rows=total,
+                                          shards=settings.shards, workers=settings.workers))
+    for split in plan.SPLITS:
+        clear_split(storage.join(out_uri, split))
+    jobs = [
+        ShardJob(task, schema, split_spec.column, settings.eval_fraction,
+                 settings.compression_level, settings.batch_rows)
+        for task in tasks
+    ]
+    outputs = _run_jobs(jobs, settings.workers, total, settings.progress_bar)
+    return _publish(out_uri, input_uri, schema, settings, outputs, total, time.perf_counter() - start)
+
+
+def _publish(out_uri: str, input_uri: str, schema: Schema, settings: ConvertSettings,
+             outputs: list[ShardOutput], total: int, seconds: float) -> ConvertResult:
+    records, shard_uris, manifests, manifest_uris = {}, {}, {}, {}
+    for split in plan.SPLITS:
+        split_uri = storage.join(out_uri, split)
+        entries: list[ManifestFile] = [o.files[split] for o in outputs]
+        extra = {
+            "split": split, "schema": schema.name, "eval_fraction": settings.eval_fraction,
+            "split_key": settings.split_key, "compression": "GZIP", "source": input_uri,
+            "shards": settings.shards,
+        }
+        manifests[split] = write_manifest(split_uri, MANIFEST_KIND, schema.hash, entries, extra)
+        manifest_uris[split] = manifest_uri(split_uri)
+        records[split] = manifests[split].total_records
+        shard_uris[split] = tuple(manifests[split].uris(split_uri))
+    rate = total / max(seconds, 1e-9)
+    log.info("convert done %s", format_metrics(rows=total, train=records["train"], eval=records["eval"],
+                                               seconds=seconds, rows_per_s=rate))
+    return ConvertResult(out_uri, records, shard_uris, manifests, manifest_uris, total, seconds)

@@ -1,0 +1,138 @@
+"""What a conversion will do: which Parquet files, which rows go to which shard, which split.
+
+The input is cut into `shards` contiguous, near-equal row ranges. Task `i` reads range `i`
+and writes `train/part-i` and `eval/part-i`. A row's split depends only on a hash of its
+split key, so one user never lands in both splits, and every shard is a pure function of
+(input, settings): the same input gives byte-identical shards whatever the worker count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.common import storage
+from components.common.errors import DataError, SchemaError, StorageError
+from components.common.manifest import MANIFEST_NAME, read_manifest
+from components.common.schema import FeatureSpec, Schema
+
+SPLITS = ("train", "eval")
+_SPLIT_SALT = np.uint64(0x5EED_0F_5E1EC7)
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """Rows [start, stop) of one Parquet file."""
+
+    uri: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    slices: tuple[FileSlice, ...]
+    outputs: dict[str, str]  # split -> shard URI
+
+    @property
+    def rows(self) -> int:
+        return sum(s.stop - s.start for s in self.slices)
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"part-{index:05d}-of-{count:05d}.tfrecord.gz"
+
+
+def list_input_files(input_uri: str) -> list[str]:
+    """Files listed by the input's `_MANIFEST.json` if it has one, else every *.parquet below it."""
+    input_uri = input_uri.rstrip("/")
+    if storage.basename(input_uri) == MANIFEST_NAME or storage.exists(storage.join(input_uri, MANIFEST_NAME)):
+        manifest, directory = read_manifest(input_uri)
+        files = manifest.uris(directory)
+    elif input_uri.endswith(".parquet") and storage.exists(input_uri):
+        files = [input_uri]
+    else:
+        files = [u for u in storage.list_uris(input_uri) if u.endswith(".parquet")]
+    if not files:
+        raise StorageError(f"{input_uri}: no Parquet files (and no {MANIFEST_NAME}) found")
+    return files
+
+
+def check_file_schema(uri: str, arrow_schema: pa.Schema, schema: Schema) -> None:
+    """Every schema column is present with its contract type (or a list of the same values)."""
+    for spec in schema.features:
+        index = arrow_schema.get_field_index(spec.column)
+        if index < 0:
+            raise DataError(f"{uri}: column {spec.column!r} ({spec.name}) is missing")
+        actual = arrow_schema.field(index).type
+        if not _type_fits(actual, spec):
+            raise DataError(f"{uri}: column {spec.column!r} has type {actual}, schema {schema.name} expects {spec.arrow_type}")
+
+
+def _type_fits(actual: pa.DataType, spec: FeatureSpec) -> bool:
+    if actual == spec.arrow_type:
+        return True
+    if spec.is_scalar:
+        return False
+    # Variable-length lists are accepted; their lengths are checked row by row.
+    return (pa.types.is_list(actual) or pa.types.is_large_list(actual)) and actual.value_type == spec.arrow_value_type
+
+
+def file_rows(files: list[str], schema: Schema) -> list[int]:
+    """Row count of each file, from its footer; also checks the columns' types."""
+    counts = []
+    for uri in files:
+        try:
+            with storage.open_read(uri) as handle:
+                parquet = pq.ParquetFile(handle)
+                check_file_schema(uri, parquet.schema_arrow, schema)
+                counts.append(parquet.metadata.num_rows)
+        except FileNotFoundError as exc:
+            raise StorageError(f"{uri}: input file not found") from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{uri}: not a readable Parquet file ({exc})") from exc
+    return counts
+
+
+def plan_tasks(files: list[str], rows: list[int], shards: int, out_uri: str) -> list[ShardTask]:
+    """Cut the concatenated rows into `shards` contiguous, near-equal ranges."""
+    total = sum(rows)
+    bounds = [total * i // shards for i in range(shards + 1)]
+    file_starts = np.concatenate([[0], np.cumsum(rows)]).tolist()
+    tasks = []
+    for index in range(shards):
+        lo, hi = bounds[index], bounds[index + 1]
+        slices = []
+        for uri, f_lo, f_hi in zip(files, file_starts[:-1], file_starts[1:], strict=True):
+            start, stop = max(lo, f_lo), min(hi, f_hi)
+            if start < stop:
+                slices.append(FileSlice(uri, start - f_lo, stop - f_lo))
+        name = shard_name(index, shards)
+        tasks.append(ShardTask(index, tuple(slices), {s: storage.join(out_uri, s, name) for s in SPLITS}))
+    return tasks
+
+
+def resolve_split_column(schema: Schema, split_key: str) -> FeatureSpec:
+    """The split key names an ID or label column (`user_id`) or feature (`meta__user_id`)."""
+    for spec in schema.features:
+        if split_key in (spec.column, spec.name, spec.feature):
+            if not spec.is_scalar:
+                raise SchemaError(f"split key {split_key!r}: {spec.name} is a list feature; use an ID column")
+            return spec
+    choices = ", ".join(s.column for s in schema.features if s.is_scalar and s.role == "id")
+    raise SchemaError(f"split key {split_key!r} is not a column of schema {schema.name} (IDs: {choices})")
+
+
+def eval_mask(keys: np.ndarray, eval_fraction: float) -> np.ndarray:
+    """True where a row goes to eval: splitmix64(key) mapped to [0, 1) is below the fraction."""
+    z = keys.astype(np.int64, copy=False).view(np.uint64) + _SPLIT_SALT
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    unit = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return unit < eval_fraction

@@ -1,0 +1,143 @@
+"""Convert one task: stream its Parquet rows, split them, write one gzip TFRecord shard per split.
+
+Memory stays bounded: rows arrive in Arrow record batches of `batch_rows`, are serialized
+in bulk (example_wire), framed, compressed and appended to the shard files, then dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.common import storage
+from components.common.errors import DataError
+from components.common.manifest import ManifestFile
+from components.common.schema import FeatureSpec, Schema
+from components.convert.example_wire import ExampleEncoder
+from components.convert.plan import SPLITS, FileSlice, ShardTask, eval_mask
+
+GZIP_WBITS = 31  # zlib with a gzip header whose mtime is 0: byte-identical output on rerun
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a worker process needs for one task (picklable)."""
+
+    task: ShardTask
+    schema: Schema
+    split_column: str
+    eval_fraction: float
+    compression_level: int
+    batch_rows: int
+
+
+@dataclass(frozen=True)
+class ShardOutput:
+    index: int
+    rows: int
+    files: dict[str, ManifestFile]  # split -> entry (path relative to the split directory)
+
+
+def column_values(batch: pa.RecordBatch, spec: FeatureSpec, uri: str, first_row: int) -> np.ndarray:
+    """A column as a [rows, length] numpy array; a null anywhere is a DataError naming the row."""
+    array = batch.column(spec.column)
+    rows = len(array)
+
+    def fail(row: int, what: str) -> DataError:
+        return DataError(f"{uri}: row {first_row + row}: column {spec.column!r} {what}")
+
+    if array.null_count:
+        row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
+        raise fail(row, "is null")
+    if spec.is_scalar:
+        return array.to_numpy(zero_copy_only=False).reshape(rows, 1)
+    if not pa.types.is_fixed_size_list(array.type):
+        lengths = array.value_lengths().to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(lengths != spec.length)
+        if bad.size:
+            raise fail(int(bad[0]), f"has {lengths[bad[0]]} values, schema says {spec.length}")
+    values = array.flatten()
+    if values.null_count:
+        index = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise fail(index // spec.length, f"has a null value at position {index % spec.length}")
+    return values.to_numpy(zero_copy_only=False).reshape(rows, spec.length)
+
+
+def _iter_slice(piece: FileSlice, columns: list[str], batch_rows: int):
+    """Record batches covering rows [start, stop) of one file, reading only the row groups needed."""
+    with storage.open_read(piece.uri) as handle:
+        parquet = pq.ParquetFile(handle)
+        meta = parquet.metadata
+        groups, position, first = [], 0, None
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if position < piece.stop and position + n > piece.start:
+                groups.append(g)
+                first = position if first is None else first
+            position += n
+        if not groups:
+            return
+        row = first
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+            lo, hi = max(piece.start, row), min(piece.stop, row + batch.num_rows)
+            if lo < hi:
+                yield lo, batch.slice(lo - row, hi - lo)
+            row += batch.num_rows
+            if row >= piece.stop:
+                return
+
+
+class _SplitWriter:
+    """A gzip TFRecord stream into one shard file."""
+
+    def __init__(self, stack: contextlib.ExitStack, uri: str, level: int) -> None:
+        self.uri = uri
+        self.out = stack.enter_context(storage.open_write(uri))
+        self.compressor = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+        self.records = 0
+
+    def write(self, framed: bytes, count: int) -> None:
+        self.out.write(self.compressor.compress(framed))
+        self.records += count
+
+    def close(self) -> None:
+        self.out.write(self.compressor.flush())
+
+
+def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) -> ShardOutput:
+    """Write `job.task`'s shards; they appear only when complete (storage.open_write)."""
+    schema, task = job.schema, job.task
+    encoder = ExampleEncoder(schema)
+    columns = [spec.column for spec in schema.features]
+    key_spec = next(s for s in schema.features if s.column == job.split_column)
+    rows_done = 0
+    with contextlib.ExitStack() as stack:
+        writers = {split: _SplitWriter(stack, task.outputs[split], job.compression_level) for split in SPLITS}
+        for piece in task.slices:
+            for first_row, batch in _iter_slice(piece, columns, job.batch_rows):
+                values = {spec.name: column_values(batch, spec, piece.uri, first_row) for spec in schema.features}
+                to_eval = eval_mask(values[key_spec.name].reshape(-1), job.eval_fraction)
+                for split, selected in (("train", ~to_eval), ("eval", to_eval)):
+                    count = int(selected.sum())
+                    if count == 0:
+                        continue
+                    part = values if count == batch.num_rows else {k: v[selected] for k, v in values.items()}
+                    writers[split].write(encoder.records(part, count), count)
+                rows_done += batch.num_rows
+                if progress is not None:
+                    progress(batch.num_rows)
+        for writer in writers.values():
+            writer.close()
+    files = {}
+    for split, writer in writers.items():
+        files[split] = ManifestFile(
+            path=storage.basename(writer.uri), records=writer.records,
+            bytes=writer.out.bytes_written, sha256=writer.out.sha256,
+        )
+    return ShardOutput(task.index, rows_done, files)

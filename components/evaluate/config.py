@@ -1,0 +1,107 @@
+"""The evaluation config (`configs/evaluate.yaml`): reading, metrics, ranking score, blessing."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, field_validator
+
+from components.common.config import StrictModel, load_config, parse_config, repo_configs_dir
+
+BLESSING_METRICS = ("auroc", "average_precision", "rce", "nrce")  # higher is better
+
+# REFERENCE.md, "How the product uses the outputs": published weights (April 2023).
+DEFAULT_ENGAGEMENT_WEIGHTS = {
+    "is_favorited": 0.5,
+    "is_retweeted": 1.0,
+    "is_replied": 13.5,
+    "is_profile_clicked_and_profile_engaged": 12.0,
+    "is_video_playback_50": 0.005,
+    "is_replied_reply_engaged_by_author": 75.0,
+    "is_good_clicked_convo_desc_favorited_or_replied": 11.0,
+    "is_good_clicked_convo_desc_v2": 10.0,
+    "is_negative_feedback_v2": -74.0,
+    "is_report_tweet_clicked": -369.0,
+}
+
+
+class ReadConfig(StrictModel):
+    batch_size: int = Field(default=1024, ge=1)
+    num_parallel_reads: int = Field(default=2, ge=1)
+    max_examples: int | None = Field(default=None, ge=1, description="stop after this many (smoke runs)")
+    cache_dir: str | None = None
+    skip_corrupt: bool = False
+
+
+class MetricsConfig(StrictModel):
+    use_weights: bool = Field(
+        default=True,
+        description="weight examples by the downsampling weights and score calibrated "
+                    "probabilities; false: unit weights and raw probabilities",
+    )
+    num_bins: int = Field(default=32768, ge=256, le=1 << 22)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per-task override")
+    curve_points: int = Field(default=200, ge=10)
+    reliability_buckets: int = Field(default=20, ge=2)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _in_unit_interval(cls, value: dict[str, float]) -> dict[str, float]:
+        for task, threshold in value.items():
+            if not 0 < threshold < 1:
+                raise ValueError(f"threshold of {task} must be in (0, 1), got {threshold}")
+        return value
+
+
+class RankingConfig(StrictModel):
+    enabled: bool = True
+    engagement_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ENGAGEMENT_WEIGHTS))
+    user_feature: str = "meta__user_id"
+    gauc_max_examples: int = Field(default=1_000_000, ge=1)
+    gauc_max_examples_per_user: int = Field(default=1024, ge=2)
+
+
+class BlessingConfig(StrictModel):
+    auroc_tolerance: float = Field(default=0.005, ge=0)
+    floors: dict[str, float] = Field(default_factory=dict, description="metric -> minimum, every task")
+    task_floors: dict[str, dict[str, float]] = Field(default_factory=dict, description="task -> metric -> minimum")
+
+    @field_validator("floors")
+    @classmethod
+    def _known_floor_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        _check_metric_names(value)
+        return value
+
+    @field_validator("task_floors")
+    @classmethod
+    def _known_task_floor_metrics(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for floors in value.values():
+            _check_metric_names(floors)
+        return value
+
+
+def _check_metric_names(floors: dict[str, float]) -> None:
+    unknown = sorted(set(floors) - set(BLESSING_METRICS))
+    if unknown:
+        raise ValueError(f"unknown floor metric {', '.join(unknown)}; one of {', '.join(BLESSING_METRICS)}")
+
+
+class EvaluateConfig(StrictModel):
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
+    blessing: BlessingConfig = Field(default_factory=BlessingConfig)
+
+
+def default_config_path() -> str:
+    return str(repo_configs_dir() / "evaluate.yaml")
+
+
+def load_evaluate_config(path: str | os.PathLike[str] | None = None) -> EvaluateConfig:
+    """Load a YAML config (the bundled `configs/evaluate.yaml` when no path is given)."""
+    return load_config(path or default_config_path(), EvaluateConfig)
+
+
+def config_from_dict(data: dict, source: str = "<evaluate config>") -> EvaluateConfig:
+    return parse_config(data, EvaluateConfig, source)

@@ -1,0 +1,43 @@
+"""Start training: a Kubeflow PyTorchJob (`kubernetes`) or local torchrun processes (`local`).
+
+`run(spec, args, backend)` builds the trainer command once and hands it to a backend; the
+Kubernetes client is imported only when that backend is used.
+"""
+
+from __future__ import annotations
+
+from components.launch.spec import (
+    BACKENDS,
+    ElasticSpec,
+    LaunchCancelled,
+    LaunchResult,
+    LaunchSpec,
+    LaunchTimeout,
+    TrainerArgs,
+    TrainingFailed,
+    job_name,
+)
+
+__all__ = [
+    "BACKENDS", "ElasticSpec", "LaunchCancelled", "LaunchResult", "LaunchSpec", "LaunchTimeout",
+    "TrainerArgs", "TrainingFailed", "job_name", "run",
+]
+
+
+def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig: str | None = None) -> LaunchResult:
+    """Run training to completion on `backend`; raises TrainingFailed (exit 1) if it does not succeed."""
+    from components.common.errors import ConfigError
+    from components.launch.command import trainer_command
+
+    if backend == "local":
+        from components.launch.local import free_port, run_torchrun
+
+        endpoint = f"127.0.0.1:{free_port()}" if spec.num_workers > 1 else None
+        return run_torchrun(spec, trainer_command(spec, args, backend, rdzv_endpoint=endpoint))
+    if backend == "kubernetes":
+        if not spec.image:
+            raise ConfigError("launch: the kubernetes backend needs --image (the training image)")
+        from components.launch.cluster import run_pytorchjob
+
+        return run_pytorchjob(spec, trainer_command(spec, args, backend), kubeconfig=kubeconfig)
+    raise ConfigError(f"launch: unknown backend {backend!r}; one of {', '.join(BACKENDS)}")

@@ -1,0 +1,113 @@
+"""`recap launch`: start training on Kubernetes (PyTorchJob) or locally; also the launcher image's ENTRYPOINT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from components.common.errors import ConfigError
+from components.launch.spec import (
+    BACKENDS,
+    CLEAN_POD_POLICIES,
+    CLEANUP_POLICIES,
+    ElasticSpec,
+    LaunchSpec,
+    TrainerArgs,
+    fresh_run_id,
+    job_name,
+)
+
+TRAINER_FIELDS = ("config_path", "train_data", "validation_data", "save_dir", "model_dir")
+
+
+def _pairs(values: list[str], flag: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"launch: {flag} expects KEY=VALUE, got {item!r}")
+        out.append((key, value))
+    return tuple(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="local", help="where to run (default: local)")
+    trainer = parser.add_argument_group("trainer (passed to python -m components.train)")
+    trainer.add_argument("--config-path", "--config_path", dest="config_path")
+    trainer.add_argument("--train-data", "--train_data", dest="train_data")
+    trainer.add_argument("--validation-data", "--validation_data", dest="validation_data")
+    trainer.add_argument("--save-dir", "--save_dir", dest="save_dir", help="checkpoints URI")
+    trainer.add_argument("--model-dir", "--model_dir", dest="model_dir", help="exported model URI")
+    trainer.add_argument("--trainer-flag", action="append", default=[], metavar="FLAG=VALUE",
+                         help="another trainer flag, e.g. num_train_steps=50 (repeatable)")
+    job = parser.add_argument_group("job")
+    job.add_argument("--run-id", default="", help="pipeline run id; the job name is derived from it")
+    job.add_argument("--job-name", default="", help="explicit job name (default: recap-train-<run id>)")
+    job.add_argument("--image", default=os.environ.get("RECAP_TRAIN_IMAGE", ""), help="training image (kubernetes)")
+    job.add_argument("--num-workers", type=int, default=1, help="nodes: 1 master + N-1 workers")
+    job.add_argument("--procs-per-worker", type=int, default=1, help="torchrun --nproc_per_node")
+    job.add_argument("--gpus-per-worker", type=int, default=0)
+    job.add_argument("--cpu", default="2")
+    job.add_argument("--memory", default="8Gi")
+    job.add_argument("--namespace", default=os.environ.get("RECAP_NAMESPACE", "kubeflow"))
+    job.add_argument("--env", action="append", default=[], help="KEY=VALUE for the trainer (repeatable)")
+    job.add_argument("--service-account", default="", help="pod service account (workload identity)")
+    job.add_argument("--gcs-secret", default="", help="Secret with a GCP key as key.json")
+    job.add_argument("--backoff-limit", type=int, default=3)
+    job.add_argument("--clean-pod-policy", choices=CLEAN_POD_POLICIES, default="All")
+    job.add_argument("--ttl-seconds-after-finished", type=int, default=3600)
+    job.add_argument("--elastic-min", type=int, default=0, help="elastic: min nodes (0 = not elastic)")
+    job.add_argument("--elastic-max", type=int, default=0, help="elastic: max nodes")
+    job.add_argument("--max-restarts", type=int, default=3, help="elastic: torchrun --max_restarts")
+    job.add_argument("--timeout", type=float, default=24 * 3600.0, help="seconds to wait for the job")
+    job.add_argument("--poll-interval", type=float, default=15.0, help="seconds between status polls")
+    job.add_argument("--cleanup", choices=CLEANUP_POLICIES, default="always", help="delete the job when done")
+    job.add_argument("--log-tail-lines", type=int, default=100)
+    job.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--dry-run", action="store_true", help="print the PyTorchJob manifest (JSON) and exit")
+    action.add_argument("--delete", action="store_true", help="only delete the run's job (cleanup)")
+
+
+def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
+    elastic = None
+    if args.elastic_min or args.elastic_max:
+        elastic = ElasticSpec(min_replicas=args.elastic_min, max_replicas=args.elastic_max or args.num_workers,
+                              max_restarts=args.max_restarts)
+    name = args.job_name or job_name(args.run_id or fresh_run_id())
+    return LaunchSpec(
+        job_name=name, image=args.image, num_workers=args.num_workers, procs_per_worker=args.procs_per_worker,
+        gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, memory=args.memory, namespace=args.namespace,
+        env=_pairs(args.env, "--env"), service_account=args.service_account, gcs_secret=args.gcs_secret,
+        backoff_limit=args.backoff_limit, clean_pod_policy=args.clean_pod_policy,
+        ttl_seconds_after_finished=args.ttl_seconds_after_finished, elastic=elastic, timeout_s=args.timeout,
+        poll_interval_s=args.poll_interval, cleanup=args.cleanup, log_tail_lines=args.log_tail_lines,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from components.launch import run as launch
+    from components.launch.command import trainer_command
+
+    spec = spec_from_args(args)
+    if args.delete:
+        from components.launch.cluster import delete_job
+
+        delete_job(spec.job_name, spec.namespace, kubeconfig=args.kubeconfig)
+        return 0
+    missing = [f"--{k.replace('_', '-')}" for k in TRAINER_FIELDS if not getattr(args, k)]
+    if missing:
+        raise ConfigError(f"launch: missing {', '.join(missing)}")
+    trainer = TrainerArgs(config_path=args.config_path, train_data=args.train_data,
+                          validation_data=args.validation_data, save_dir=args.save_dir,
+                          model_dir=args.model_dir, extra=_pairs(args.trainer_flag, "--trainer-flag"))
+    if args.dry_run:
+        from components.launch.pytorchjob import build_pytorchjob, to_manifest
+
+        print(json.dumps(to_manifest(build_pytorchjob(spec, trainer_command(spec, trainer, "kubernetes"))), indent=2))
+        return 0
+    result = launch(spec, trainer, backend=args.backend, kubeconfig=args.kubeconfig)
+    print(json.dumps({"job_name": result.job_name, "backend": result.backend, "status": result.status,
+                      "seconds": round(result.seconds, 1)}))
+    return 0

@@ -1,0 +1,156 @@
+"""What a training launch needs, what it returns, and how it fails.
+
+One `LaunchSpec` drives both backends: `kubernetes` turns it into a Kubeflow PyTorchJob,
+`local` into torchrun processes on this machine. Both run the same trainer command line
+(`components.train.cli.torchrun_command`); only the environment differs (DESIGN.md rule 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from components.common.errors import CheckFailed, ConfigError
+
+Backend = Literal["kubernetes", "local"]
+CleanupPolicy = Literal["always", "on_success", "never"]
+CleanPodPolicy = Literal["None", "Running", "All"]
+
+BACKENDS: tuple[str, ...] = ("kubernetes", "local")
+CLEANUP_POLICIES: tuple[str, ...] = ("always", "on_success", "never")
+CLEAN_POD_POLICIES: tuple[str, ...] = ("None", "Running", "All")
+
+# PyTorchJob names become pod and service names such as `<job>-worker-12`; services must be
+# DNS-1035 labels (<= 63 chars, start with a letter), so the job name stays well below that.
+MAX_JOB_NAME = 52
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def job_name(run_id: str, prefix: str = "recap-train") -> str:
+    """A valid, deterministic PyTorchJob name for one pipeline run.
+
+    Made at run time from the run id, so every run (and every UI rerun, which gets a new run
+    id) has its own job, and the cleanup step can derive the same name without being told.
+    """
+    run_id = run_id.strip().lower()
+    if not run_id:
+        raise ConfigError("launch: empty run id; pass --run-id or --job-name")
+    slug = _INVALID.sub("-", f"{prefix}-{run_id}").strip("-")
+    slug = re.sub(r"-{2,}", "-", slug)
+    if not slug[0].isalpha():
+        slug = f"j-{slug}"
+    if len(slug) > MAX_JOB_NAME:
+        digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+        slug = f"{slug[: MAX_JOB_NAME - 9].rstrip('-')}-{digest}"
+    return slug
+
+
+def fresh_run_id() -> str:
+    """A run id for launches outside a pipeline (a person running `recap launch`)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class ElasticSpec:
+    """torchrun elastic mode: the job may shrink to `min_replicas` nodes and restart."""
+
+    min_replicas: int
+    max_replicas: int
+    max_restarts: int = 3
+    rdzv_backend: str = "c10d"
+
+
+@dataclass(frozen=True)
+class TrainerArgs:
+    """The trainer's own arguments (`python -m components.train ...`), all URIs."""
+
+    config_path: str
+    train_data: str
+    validation_data: str
+    save_dir: str
+    model_dir: str
+    extra: tuple[tuple[str, str], ...] = ()  # more trainer flags, e.g. (("num_train_steps", "50"),)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    job_name: str
+    image: str
+    num_workers: int = 1  # nodes: 1 master + (num_workers - 1) workers
+    procs_per_worker: int = 1
+    gpus_per_worker: int = 0
+    cpu: str = "2"
+    memory: str = "8Gi"
+    namespace: str = "kubeflow"
+    env: tuple[tuple[str, str], ...] = ()
+    service_account: str = ""  # workload identity: the KSA bound to a GCP service account
+    gcs_secret: str = ""  # or: a Secret holding a GCP key as `key.json`
+    backoff_limit: int = 3
+    clean_pod_policy: str = "All"
+    ttl_seconds_after_finished: int = 3600
+    active_deadline_seconds: int | None = None
+    elastic: ElasticSpec | None = None
+    timeout_s: float = 24 * 3600.0
+    poll_interval_s: float = 15.0
+    cleanup: str = "always"
+    log_tail_lines: int = 100
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        def bad(message: str) -> None:
+            raise ConfigError(f"launch: {message}")
+
+        if self.num_workers < 1:
+            bad(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.procs_per_worker < 1:
+            bad(f"procs_per_worker must be >= 1, got {self.procs_per_worker}")
+        if self.gpus_per_worker < 0:
+            bad(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        if self.gpus_per_worker and self.procs_per_worker > self.gpus_per_worker:
+            bad(f"procs_per_worker ({self.procs_per_worker}) exceeds gpus_per_worker ({self.gpus_per_worker})")
+        if self.timeout_s <= 0 or self.poll_interval_s <= 0:
+            bad("timeout and poll interval must be positive")
+        if self.cleanup not in CLEANUP_POLICIES:
+            bad(f"cleanup must be one of {', '.join(CLEANUP_POLICIES)}, got {self.cleanup!r}")
+        if self.clean_pod_policy not in CLEAN_POD_POLICIES:
+            bad(f"clean_pod_policy must be one of {', '.join(CLEAN_POD_POLICIES)}, got {self.clean_pod_policy!r}")
+        if self.service_account and self.gcs_secret:
+            bad("use either service_account (workload identity) or gcs_secret, not both")
+        if self.elastic is not None:
+            e = self.elastic
+            if not 1 <= e.min_replicas <= e.max_replicas:
+                bad(f"elastic needs 1 <= min_replicas <= max_replicas, got {e.min_replicas}..{e.max_replicas}")
+            if not e.min_replicas <= self.num_workers <= e.max_replicas:
+                bad(f"num_workers {self.num_workers} outside elastic range {e.min_replicas}..{e.max_replicas}")
+
+    @property
+    def nnodes(self) -> int | str:
+        """torchrun's --nnodes: a fixed count, or `min:max` for elastic jobs."""
+        if self.elastic is not None:
+            return f"{self.elastic.min_replicas}:{self.elastic.max_replicas}"
+        return self.num_workers
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    backend: str
+    job_name: str
+    status: str  # "Succeeded"
+    seconds: float
+    deleted: bool = False
+
+
+class TrainingFailed(CheckFailed):
+    """The training job ran and failed (or timed out, or was cancelled); names job and reason."""
+
+
+class LaunchTimeout(TrainingFailed):
+    """The job did not finish within our own deadline."""
+
+
+class LaunchCancelled(TrainingFailed):
+    """The launcher received SIGTERM/SIGINT (a cancelled pipeline run)."""

@@ -1,0 +1,145 @@
+"""Checkpoints with torch.distributed.checkpoint (DCP): one `<save_dir>/step_<n>/` per save.
+
+A step directory counts only once rank 0 has written its `_COMMITTED` marker, after a
+barrier that every rank reaches when its shards are on disk (and uploaded, for gs://).
+A directory without the marker is an interrupted write and is never loaded; resume picks
+the newest committed step. For gs:// save_dirs, DCP writes to a local staging directory
+and every rank uploads its own files through `storage`; the marker goes last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+
+from components.common import storage
+
+log = logging.getLogger(__name__)
+
+COMMIT_MARKER = "_COMMITTED"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def step_dir(save_dir: str, step: int) -> str:
+    return storage.join(save_dir, f"step_{step}")
+
+
+def _staging_root() -> Path:
+    root = Path(os.environ.get("RECAP_SPOOL_DIR") or tempfile.gettempdir()) / "recap-checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _staging_dir(uri: str) -> Path:
+    """A local directory standing in for a gs:// step dir, the same on every rank of a node."""
+    return _staging_root() / uri.replace("gs://", "").replace("/", "__")
+
+
+def is_committed(directory: str) -> bool:
+    return storage.exists(storage.join(directory, COMMIT_MARKER))
+
+
+def committed_steps(save_dir: str) -> list[int]:
+    """Steps with a committed checkpoint below `save_dir`, ascending."""
+    steps = []
+    if storage.is_gcs(save_dir):
+        for uri in storage.list_uris(save_dir):
+            rel = storage.relative_to(uri, save_dir.rstrip("/"))
+            parts = rel.split("/")
+            if len(parts) == 2 and parts[1] == COMMIT_MARKER and (m := _STEP_DIR.match(parts[0])):
+                steps.append(int(m.group(1)))
+    else:
+        root = Path(save_dir)
+        if root.is_dir():
+            for child in root.iterdir():
+                if (m := _STEP_DIR.match(child.name)) and (child / COMMIT_MARKER).exists():
+                    steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def latest_checkpoint(save_dir: str) -> tuple[int, str] | None:
+    steps = committed_steps(save_dir)
+    return (steps[-1], step_dir(save_dir, steps[-1])) if steps else None
+
+
+def resolve_initial_checkpoint(uri: str) -> str:
+    """A committed step dir, or the newest committed one below a save_dir."""
+    uri = uri.rstrip("/")
+    if is_committed(uri):
+        return uri
+    latest = latest_checkpoint(uri)
+    if latest is None:
+        from components.common.errors import StorageError
+
+        raise StorageError(f"{uri}: no committed checkpoint (a step_<n>/ directory with {COMMIT_MARKER})")
+    return latest[1]
+
+
+def save(save_dir: str, step: int, state: dict[str, Any], rank: int, extra: dict[str, Any] | None = None) -> str:
+    """Write `state` (collectively, every rank) to step_<step>/ and commit it."""
+    target = step_dir(save_dir, step)
+    remote = storage.is_gcs(target)
+    local = _staging_dir(target) if remote else Path(target)
+    if rank == 0:  # a leftover of an interrupted write of the same step
+        if local.exists():
+            shutil.rmtree(local)
+        if remote:
+            storage.delete_prefix(target)
+    dist.barrier()
+    dcp.save(state, checkpoint_id=str(local))
+    if remote:
+        for path in sorted(local.iterdir()):
+            if path.name.startswith(f"__{rank}_") or (rank == 0 and not path.name.startswith("__")):
+                storage.upload(path, storage.join(target, path.name))
+    dist.barrier()  # every rank's shards are in place
+    if rank == 0:
+        marker = {"step": step, "world_size": dist.get_world_size(),
+                  "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {})}
+        storage.write_json(storage.join(target, COMMIT_MARKER), marker)
+    dist.barrier()
+    return target
+
+
+def load(directory: str, state: dict[str, Any], no_dist: bool = False) -> None:
+    """Fill `state` in place from a committed step dir (downloading gs:// ones first)."""
+    if not is_committed(directory):
+        from components.common.errors import StorageError
+
+        raise StorageError(f"{directory}: not a committed checkpoint (no {COMMIT_MARKER})")
+    local = local_copy(directory)
+    dcp.load(state, checkpoint_id=str(local), no_dist=no_dist)
+
+
+def local_copy(directory: str) -> Path:
+    """The step dir itself when local; a downloaded copy (kept in the staging area) for gs://."""
+    if not storage.is_gcs(directory):
+        return Path(directory)
+    local = _staging_dir(directory)
+    for uri in storage.list_uris(directory):
+        name = storage.relative_to(uri, directory.rstrip("/"))
+        target = local / name
+        if not target.exists() or target.stat().st_size != storage.size(uri):
+            storage.download(uri, target)
+    return local
+
+
+def prune(save_dir: str, keep: int) -> list[int]:
+    """Delete all but the newest `keep` committed checkpoints (marker first); rank 0 only."""
+    steps = committed_steps(save_dir)
+    removed = steps[:-keep] if keep > 0 else []
+    for step in removed:
+        target = step_dir(save_dir, step)
+        storage.delete(storage.join(target, COMMIT_MARKER))
+        storage.delete_prefix(target)
+        if storage.is_gcs(target):
+            shutil.rmtree(_staging_dir(target), ignore_errors=True)
+    return removed

@@ -1,0 +1,310 @@
+"""The trainer's YAML config: the original's five sections (training, model, train_data,
+validation_data, optimizer) as strict pydantic models, plus the sparse ID tables it left out.
+
+A typo or a task name the schema does not know fails at load time with the field path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from components.common.config import StrictModel, parse_config, read_yaml, set_override
+from components.common.errors import ConfigError
+from components.common.schema import Schema, load_schema
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainingConfig(StrictModel):
+    save_dir: str = "runs/local/train"
+    model_dir: str | None = None  # default: <save_dir>/model
+    num_train_steps: int = Field(default=100, ge=1)
+    initial_checkpoint_dir: str | None = None  # warm start: a step_<n> dir (or a save_dir)
+    checkpoint_every_n: int = Field(default=50, ge=1)
+    checkpoint_max_to_keep: int = Field(default=3, ge=1)
+    train_log_every_n: int = Field(default=10, ge=1)
+    eval_every_n: int = Field(default=50, ge=1)
+    num_eval_steps: int = Field(default=4, ge=0)
+    gradient_accumulation: int = Field(default=1, ge=1)
+    seed: int = 0
+    bf16_autocast: bool = False
+    num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads per process
+    tensorboard: bool = True
+
+
+# --------------------------------------------------------------------------- model
+
+
+class BatchNormConfig(StrictModel):
+    affine: bool = True
+    momentum: float = Field(default=0.1, gt=0, le=1)
+
+
+class MlpConfig(StrictModel):
+    layer_sizes: list[int] = Field(min_length=1)
+    batch_norm: BatchNormConfig | None = None
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    final_layer_activation: bool = False
+
+
+class DoubleNormLogConfig(StrictModel):
+    batch_norm: BatchNormConfig = BatchNormConfig(affine=True, momentum=0.01)
+    clip_magnitude: float = Field(default=5.0, gt=0)
+    layer_norm_epsilon: float = Field(default=0.0, ge=0)
+    # Preprocess `truncate_and_slice`: keep the first n values (None keeps all the schema has).
+    continuous_truncation: int | None = Field(default=None, ge=1)
+    binary_truncation: int | None = Field(default=None, ge=0)
+
+
+class MaskBlockConfig(StrictModel):
+    aggregation_size: int = Field(ge=1)  # width of the mask's hidden layer
+    output_size: int = Field(ge=1)
+    input_layer_norm: bool = False
+
+
+class MaskNetConfig(StrictModel):
+    mask_blocks: list[MaskBlockConfig] = Field(min_length=1)
+    use_parallel: bool = True  # parallel blocks (concatenated) or stacked (one after another)
+    mlp: MlpConfig | None = None
+
+
+class BackboneConfig(StrictModel):
+    """Exactly one of mask_net / mlp."""
+
+    mask_net: MaskNetConfig | None = None
+    mlp: MlpConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BackboneConfig:
+        if (self.mask_net is None) == (self.mlp is None):
+            raise ValueError("set exactly one of mask_net, mlp")
+        return self
+
+
+class AffineMapConfig(StrictModel):
+    scale: float = 1.0
+    bias: float = 0.0
+
+
+class TaskModelConfig(StrictModel):
+    """Per-task overrides of the default tower."""
+
+    tower: MlpConfig | None = None
+    affine_map: AffineMapConfig | None = None
+    pos_weight: float = Field(default=1.0, gt=0)  # BCE weight of positives for this task
+
+
+class TableConfig(StrictModel):
+    feature: str  # schema ID feature, e.g. meta__user_id
+    num_embeddings: int = Field(ge=1)  # raw ids are hashed into this many rows
+    embedding_dim: int = Field(ge=1)
+
+
+class SparseConfig(StrictModel):
+    tables: list[TableConfig] = Field(default_factory=list)
+    # Sharding types the DMP planner may choose from.
+    sharding_types: list[Literal["table_wise", "row_wise", "column_wise", "table_row_wise"]] = [
+        "table_wise", "row_wise", "column_wise",
+    ]
+
+
+class ModelConfig(StrictModel):
+    featurization: DoubleNormLogConfig = DoubleNormLogConfig()
+    twhin_layer_norm: bool = True
+    backbone: BackboneConfig
+    multi_task_type: Literal["share_all", "share_partial", "share_none"] = "share_all"
+    tower: MlpConfig = MlpConfig(
+        layer_sizes=[256, 128, 1], batch_norm=BatchNormConfig(affine=False, momentum=0.1)
+    )
+    tasks: dict[str, TaskModelConfig] = Field(default_factory=dict)
+    sparse: SparseConfig = SparseConfig()
+    # Batch norm statistics over the global batch (all ranks): makes 1..N ranks equivalent.
+    sync_batch_norm: bool = True
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(StrictModel):
+    inputs: str  # a split directory with _MANIFEST.json (local or gs://)
+    seg_dense_schema: str = "local"  # schema variant name or path
+    global_batch_size: int = Field(default=128, ge=1)
+    shuffle: bool = True
+    repeat: bool = True
+    drop_remainder: bool = True
+    skip_corrupt: bool = False
+    cache_dir: str | None = None
+    num_parallel_reads: int = Field(default=4, ge=1)
+    prefetch: int = Field(default=2, ge=0)
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+class ConstantSchedule(StrictModel):
+    learning_rate: float = Field(gt=0)
+
+
+class LinearRampToConstantSchedule(StrictModel):
+    learning_rate: float = Field(gt=0)
+    num_ramp_steps: int = Field(ge=1)
+
+
+class LinearRampToCosineSchedule(StrictModel):
+    learning_rate: float = Field(gt=0)
+    num_ramp_steps: int = Field(ge=0)
+    final_learning_rate: float = Field(ge=0)
+    final_num_steps: int = Field(ge=1)
+
+
+class PiecewiseConstantSchedule(StrictModel):
+    learning_rate_boundaries: list[int]
+    learning_rate_values: list[float]
+
+    @model_validator(mode="after")
+    def _lengths(self) -> PiecewiseConstantSchedule:
+        if len(self.learning_rate_values) != len(self.learning_rate_boundaries) + 1:
+            raise ValueError("learning_rate_values needs one more entry than learning_rate_boundaries")
+        if self.learning_rate_boundaries != sorted(self.learning_rate_boundaries):
+            raise ValueError("learning_rate_boundaries must be increasing")
+        return self
+
+
+class LearningRateConfig(StrictModel):
+    """Exactly one schedule, named by its key as in the original's YAML."""
+
+    constant: ConstantSchedule | None = None
+    linear_ramp_to_constant: LinearRampToConstantSchedule | None = None
+    linear_ramp_to_cosine: LinearRampToCosineSchedule | None = None
+    piecewise_constant: PiecewiseConstantSchedule | None = None
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> LearningRateConfig:
+        chosen = [k for k, v in self.__dict__.items() if v is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one schedule, got {chosen or 'none'}")
+        return self
+
+
+class AdamConfig(StrictModel):
+    beta_1: float = 0.95
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+class MultiTaskLearningRates(StrictModel):
+    backbone_learning_rate: LearningRateConfig
+    tower_learning_rates: dict[str, LearningRateConfig] = Field(default_factory=dict)
+    default_tower_learning_rate: LearningRateConfig | None = None  # towers not listed above
+
+
+class EmbeddingOptimizerConfig(StrictModel):
+    """TorchRec fused optimizer of the embedding tables (applied inside the backward pass).
+
+    On CPU, fbgemm supports exact_rowwise_adagrad, exact_adagrad and exact_sgd; adam needs a GPU.
+    """
+
+    algorithm: Literal["rowwise_adagrad", "adagrad", "sgd", "adam"] = "rowwise_adagrad"
+    learning_rate: float = Field(default=0.01, gt=0)
+    epsilon: float = 1e-8
+
+
+class OptimizerConfig(StrictModel):
+    adam: AdamConfig = AdamConfig()
+    multi_task_learning_rates: MultiTaskLearningRates
+    embedding: EmbeddingOptimizerConfig = EmbeddingOptimizerConfig()
+    fused_adam: bool = True  # torch's fused Adam kernel (one pass over memory)
+
+
+# --------------------------------------------------------------------------- all
+
+
+class RecapConfig(StrictModel):
+    training: TrainingConfig = TrainingConfig()
+    model: ModelConfig
+    train_data: DataConfig
+    validation_data: DataConfig | None = None
+    optimizer: OptimizerConfig
+
+    @model_validator(mode="after")
+    def _same_schema(self) -> RecapConfig:
+        if self.validation_data and self.validation_data.seg_dense_schema != self.train_data.seg_dense_schema:
+            raise ValueError("validation_data.seg_dense_schema must equal train_data.seg_dense_schema")
+        return self
+
+    @property
+    def model_dir(self) -> str:
+        from components.common import storage
+
+        return self.training.model_dir or storage.join(self.training.save_dir, "model")
+
+    def load_schema(self) -> Schema:
+        return load_schema(self.train_data.seg_dense_schema)
+
+
+def check_against_schema(config: RecapConfig, schema: Schema, source: str = "<config>") -> None:
+    """Names in the config that refer to the data contract must exist in it."""
+    tasks = set(schema.task_names)
+    ids = {f.name for f in schema.ids}
+    rates = config.optimizer.multi_task_learning_rates
+    for where, names in (("model.tasks", config.model.tasks), ("optimizer.multi_task_learning_rates.tower_learning_rates", rates.tower_learning_rates)):
+        for name in names:
+            if name not in tasks:
+                raise ConfigError(f"{source}: {where}.{name}: not a task of schema {schema.name} ({', '.join(sorted(tasks))})")
+    missing = [t for t in schema.task_names if t not in rates.tower_learning_rates]
+    if missing and rates.default_tower_learning_rate is None:
+        raise ConfigError(
+            f"{source}: optimizer.multi_task_learning_rates: no tower_learning_rates for {', '.join(missing)} "
+            "and no default_tower_learning_rate"
+        )
+    seen = set()
+    for index, table in enumerate(config.model.sparse.tables):
+        if table.feature not in ids:
+            raise ConfigError(f"{source}: model.sparse.tables.{index}.feature: {table.feature!r} is not an ID feature "
+                              f"of schema {schema.name} ({', '.join(sorted(ids))})")
+        if table.feature in seen:
+            raise ConfigError(f"{source}: model.sparse.tables.{index}.feature: {table.feature} has two tables")
+        seen.add(table.feature)
+    feat = config.model.featurization
+    cont, binary = schema.group("continuous").length, schema.group("binary").length
+    if feat.continuous_truncation and feat.continuous_truncation > cont:
+        raise ConfigError(f"{source}: model.featurization.continuous_truncation: {feat.continuous_truncation} "
+                          f"> {cont} continuous values in schema {schema.name}")
+    if feat.binary_truncation and feat.binary_truncation > binary:
+        raise ConfigError(f"{source}: model.featurization.binary_truncation: {feat.binary_truncation} "
+                          f"> {binary} binary values in schema {schema.name}")
+
+
+# CLI flags that override one config field each (flag -> dotted path).
+OVERRIDE_FLAGS = {
+    "train_data": "train_data.inputs",
+    "validation_data": "validation_data.inputs",
+    "save_dir": "training.save_dir",
+    "model_dir": "training.model_dir",
+    "num_train_steps": "training.num_train_steps",
+    "initial_checkpoint_dir": "training.initial_checkpoint_dir",
+    "global_batch_size": "train_data.global_batch_size",
+}
+
+
+def load_train_config(path: str, overrides: dict[str, Any] | None = None) -> RecapConfig:
+    """Load the YAML, apply `dotted.path=value` overrides, validate against the schema."""
+    data = read_yaml(path)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "validation_data.inputs" and not data.get("validation_data"):
+            train = dict(data.get("train_data") or {})
+            data["validation_data"] = {k: v for k, v in train.items() if k != "inputs"} | {"shuffle": False}
+        set_override(data, key, value)
+    config = parse_config(data, RecapConfig, path)
+    check_against_schema(config, config.load_schema(), path)
+    return config
+
+
+def config_to_yaml(config: RecapConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

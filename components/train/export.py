@@ -1,0 +1,85 @@
+"""The trained model as evaluation and serving load it: one process, no DMP, no process group.
+
+`<model_dir>/` holds weights.pt (the unsharded state_dict), config.yaml (the resolved
+trainer config), schema.yaml (the data contract it was trained on) and export.json (schema
+hash and name, tasks, step, created_at), written last: a model dir without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from dataclasses import dataclass
+
+import torch
+import yaml
+
+from components.common import storage
+from components.common.config import parse_config
+from components.common.errors import SchemaError, StorageError
+from components.common.schema import Schema, load_schema
+from components.train import checkpoint
+from components.train.config import RecapConfig, config_to_yaml
+from components.train.model import HeavyRanker
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.pt"
+CONFIG = "config.yaml"
+SCHEMA = "schema.yaml"
+EXPORT_INFO = "export.json"
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    model: HeavyRanker  # eval mode, CPU, plain EmbeddingBagCollection
+    config: RecapConfig
+    schema: Schema
+    step: int
+    uri: str
+
+
+def export_model(config: RecapConfig, schema: Schema, checkpoint_dir: str, step: int,
+                 model_dir: str | None = None) -> str:
+    """Gather a committed (sharded) checkpoint into unsharded weights under model_dir."""
+    model_dir = model_dir or config.model_dir
+    model = HeavyRanker(config.model, schema, sparse_device="cpu")
+    state = {"model": model.state_dict()}
+    checkpoint.load(checkpoint_dir, state, no_dist=True)
+    model.load_state_dict(state["model"])
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    if storage.exists(storage.join(model_dir, EXPORT_INFO)):
+        storage.delete(storage.join(model_dir, EXPORT_INFO))  # unpublish the old model first
+    storage.write_bytes(storage.join(model_dir, WEIGHTS), buffer.getvalue())
+    storage.write_text(storage.join(model_dir, CONFIG), config_to_yaml(config))
+    storage.write_text(storage.join(model_dir, SCHEMA), yaml.safe_dump(schema.to_json(), sort_keys=False))
+    storage.write_json(storage.join(model_dir, EXPORT_INFO), {
+        "schema_hash": schema.hash, "schema_name": schema.name, "tasks": list(schema.task_names),
+        "step": step, "checkpoint": checkpoint_dir,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    })
+    log.info("exported model step=%d uri=%s bytes=%d", step, model_dir, len(buffer.getvalue()))
+    return model_dir
+
+
+def load_exported_model(model_uri: str) -> ExportedModel:
+    """Load an exported model (local or gs://) into a plain nn.Module in eval mode on CPU."""
+    info_uri = storage.join(model_uri, EXPORT_INFO)
+    try:
+        info = storage.read_json(info_uri)
+    except FileNotFoundError as exc:
+        raise StorageError(f"{info_uri}: not found; {model_uri} is not an exported model (or incomplete)") from exc
+    schema_uri = storage.join(model_uri, SCHEMA)
+    schema = load_schema(schema_uri if storage.is_gcs(schema_uri) else str(schema_uri))
+    if schema.hash != info["schema_hash"]:
+        raise SchemaError(f"{schema_uri}: schema hash {schema.hash} differs from export.json's {info['schema_hash']}")
+    config = parse_config(yaml.safe_load(storage.read_text(storage.join(model_uri, CONFIG))), RecapConfig,
+                          storage.join(model_uri, CONFIG))
+    model = HeavyRanker(config.model, schema, sparse_device="cpu")
+    weights = torch.load(io.BytesIO(storage.read_bytes(storage.join(model_uri, WEIGHTS))),
+                         map_location="cpu", weights_only=True)
+    model.load_state_dict(weights)
+    model.eval()
+    return ExportedModel(model=model, config=config, schema=schema, step=int(info["step"]), uri=model_uri)

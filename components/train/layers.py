@@ -1,0 +1,144 @@
+"""Building blocks of the Heavy Ranker: global batch norm, MLP, MaskBlock and MaskNet."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from components.train.config import BatchNormConfig, MaskNetConfig, MlpConfig
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics cover the global batch, i.e. every rank's rows.
+
+    torch's SyncBatchNorm refuses CPU tensors; this one all-reduces (sum, sum of squares,
+    count) with an autograd-aware collective on any backend, so 1 and N ranks compute the
+    same normalization for the same global batch. Statistics are float32 even under bf16.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        dtype = x.dtype
+        x = x.float()
+        width = x.shape[1]
+        stats = torch.cat([x.sum(0), (x * x).sum(0), x.new_full((1,), x.shape[0])])
+        if _world_size() > 1:
+            stats = _AllReduceSum.apply(stats)
+        count = stats[-1]
+        mean = stats[:width] / count
+        var = (stats[width : 2 * width] / count - mean * mean).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                unbiased = var * (count / (count - 1).clamp_min(1))
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+                self.num_batches_tracked += 1
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight + self.bias
+        return out.to(dtype)
+
+
+def batch_norm(width: int, config: BatchNormConfig, sync: bool) -> nn.BatchNorm1d:
+    cls = GlobalBatchNorm1d if sync else nn.BatchNorm1d
+    return cls(width, affine=config.affine, momentum=config.momentum)
+
+
+def linear(in_features: int, out_features: int) -> nn.Linear:
+    """Linear with xavier-uniform weights and zero bias, as in the original."""
+    layer = nn.Linear(in_features, out_features)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class Mlp(nn.Sequential):
+    """Linear -> [BatchNorm] -> ReLU -> [Dropout] per layer; the last layer's activation optional."""
+
+    def __init__(self, in_features: int, config: MlpConfig, sync_batch_norm: bool = True) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        for index, size in enumerate(config.layer_sizes):
+            layers.append(linear(width, size))
+            is_last = index == len(config.layer_sizes) - 1
+            if not is_last or config.final_layer_activation:
+                if config.batch_norm is not None:
+                    layers.append(batch_norm(size, config.batch_norm, sync_batch_norm))
+                layers.append(nn.ReLU())
+                if config.dropout:
+                    layers.append(nn.Dropout(config.dropout))
+            width = size
+        super().__init__(*layers)
+        self.out_features = width
+
+
+class MaskBlock(nn.Module):
+    """mask = Linear -> ReLU -> Linear back to the input width; out = LayerNorm(Linear(x * mask))."""
+
+    def __init__(self, in_features: int, aggregation_size: int, output_size: int, input_layer_norm: bool) -> None:
+        super().__init__()
+        self.input_layer_norm = nn.LayerNorm(in_features) if input_layer_norm else nn.Identity()
+        self.mask = nn.Sequential(linear(in_features, aggregation_size), nn.ReLU(), linear(aggregation_size, in_features))
+        self.hidden = linear(in_features, output_size)
+        self.layer_norm = nn.LayerNorm(output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask(x)
+        return self.layer_norm(self.hidden(self.input_layer_norm(x) * mask))
+
+
+class MaskNet(nn.Module):
+    """MaskNet (Wang et al., arXiv 2102.07619): parallel blocks concatenated, or stacked; then an MLP."""
+
+    def __init__(self, in_features: int, config: MaskNetConfig, sync_batch_norm: bool = True) -> None:
+        super().__init__()
+        self.use_parallel = config.use_parallel
+        blocks = []
+        width = in_features
+        for block in config.mask_blocks:
+            blocks.append(MaskBlock(width if not config.use_parallel else in_features,
+                                    block.aggregation_size, block.output_size, block.input_layer_norm))
+            width = block.output_size
+        self.blocks = nn.ModuleList(blocks)
+        width = sum(b.output_size for b in config.mask_blocks) if config.use_parallel else width
+        self.mlp = Mlp(width, config.mlp, sync_batch_norm) if config.mlp else None
+        self.out_features = self.mlp.out_features if self.mlp else width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_parallel:
+            out = torch.cat([block(x) for block in self.blocks], dim=1)
+        else:
+            out = x
+            for block in self.blocks:
+                out = block(out)
+        return self.mlp(out) if self.mlp is not None else out
+
+
+def double_norm_log(continuous: torch.Tensor, norm: nn.Module, clip: float) -> torch.Tensor:
+    """Non-finite -> 0, sign(x) * log1p(|x|), batch norm, clamp to +-clip."""
+    x = torch.where(torch.isfinite(continuous), continuous, torch.zeros_like(continuous))
+    x = torch.sign(x) * torch.log1p(x.abs())
+    return norm(x).clamp(-clip, clip)
+

@@ -1,0 +1,314 @@
+"""The training loop: shard, resume, train with periodic logs / evaluation / checkpoints, export.
+
+Runs identically on 1..N ranks; every rank calls `train` (torchrun starts them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from components.common import storage
+from components.common.errors import ConfigError, DataError
+from components.common.logs import format_metrics
+from components.common.schema import Schema
+from components.train import checkpoint
+from components.train.batch import RecapBatch
+from components.train.config import DataConfig, RecapConfig
+from components.train.distributed import DistEnv, dense_named_parameters, shard_model
+from components.train.loss import multi_task_loss
+from components.train.model import HeavyRanker
+from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
+from components.train.synthetic import BatchSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int  # optimizer steps done (== num_train_steps on success)
+    resumed_from: int | None  # step of the checkpoint this run resumed from
+    checkpoint_dir: str
+    model_dir: str | None  # set on rank 0 when the model was exported
+    losses: dict[str, float]  # last logged per-task training loss
+    examples_per_s: float
+    eval_losses: dict[str, float]
+    history: tuple[tuple[int, float], ...] = ()  # (step, global mean training loss) at each log step
+
+
+def per_rank_batch_size(data: DataConfig, world_size: int, where: str) -> int:
+    if data.global_batch_size % world_size:
+        raise ConfigError(f"{where}.global_batch_size: {data.global_batch_size} is not divisible "
+                          f"by the world size {world_size}")
+    return data.global_batch_size // world_size
+
+
+def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str) -> BatchSource:
+    """This rank's batches from a converted split (manifest directory), via the tf.data reader."""
+    from components.train.reader import ReaderOptions, read_batches
+
+    options = ReaderOptions(
+        batch_size=per_rank_batch_size(data, env.world_size, where), shuffle=data.shuffle, seed=seed,
+        repeat=data.repeat, drop_remainder=data.drop_remainder, skip_corrupt=data.skip_corrupt,
+        cache_dir=data.cache_dir, num_parallel_reads=data.num_parallel_reads, prefetch=data.prefetch,
+    )
+    return lambda start: read_batches(data.inputs, schema, options, rank=env.rank,
+                                      world_size=env.world_size, start_batch=start)
+
+
+class _Optimizers:
+    """Dense Adam (keyed by parameter name) + TorchRec's fused embedding optimizer, one state dict."""
+
+    def __init__(self, dmp: nn.Module, config: RecapConfig, tasks: list[str]) -> None:
+        from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+
+        params = dense_named_parameters(dmp)
+        self.dense = build_dense_optimizer(params, tasks, config.optimizer)
+        keyed = KeyedOptimizerWrapper(params, lambda _: self.dense)
+        parts = [("dense", keyed)]
+        fused = getattr(dmp, "fused_optimizer", None)
+        if fused is not None and fused.params:
+            parts.append(("embedding", fused))
+        self.combined = CombinedOptimizer(parts)
+        self.schedules = group_schedules(config.optimizer, tasks)
+
+    def set_step(self, step: int) -> dict[str, float]:
+        return set_learning_rates(self.dense, self.schedules, step)
+
+    def step(self) -> None:
+        self.combined.step()
+        self.combined.zero_grad(set_to_none=True)
+
+
+def _autocast(config: RecapConfig, env: DistEnv):
+    if not config.training.bf16_autocast:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16)
+
+
+def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    values = values.detach().float().clone()
+    if env.world_size > 1:
+        dist.all_reduce(values)
+        values /= env.world_size
+    return values
+
+
+def _next(iterator: Iterator[RecapBatch], what: str, position: int) -> RecapBatch:
+    try:
+        return next(iterator)
+    except StopIteration:
+        raise DataError(f"{what}: ran out of batches after {position} per-rank batches; "
+                        "set repeat: true or lower training.num_train_steps") from None
+
+
+class _TensorBoard:
+    """Scalars on rank 0; for gs:// save_dirs written locally and uploaded when closed."""
+
+    def __init__(self, config: RecapConfig, env: DistEnv) -> None:
+        self.writer = None
+        self.remote = None
+        if not (env.is_chief and config.training.tensorboard):
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        target = storage.join(config.training.save_dir, "tensorboard")
+        if storage.is_gcs(target):
+            self.remote = target
+            local = checkpoint._staging_dir(target)
+        else:
+            local = Path(target)
+        self.local = local
+        self.writer = SummaryWriter(log_dir=str(local))
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{name}", value, step)
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        if self.remote:
+            for path in self.local.rglob("*"):
+                if path.is_file():
+                    storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
+
+
+def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapConfig, env: DistEnv,
+             pos_weight: torch.Tensor, tasks: list[str]) -> dict[str, float]:
+    """Mean per-task loss over the first `num_steps` batches of the validation data (all ranks)."""
+    dmp.eval()
+    total = torch.zeros(len(tasks))
+    batches = source(0)
+    with torch.no_grad(), _autocast(config, env):
+        for index in range(num_steps):
+            batch = _next(batches, "validation_data", index).to(env.device)
+            out = dmp(batch)
+            total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
+    dmp.train()
+    mean = _global_mean(total / max(num_steps, 1), env)
+    return dict(zip(tasks, mean.tolist(), strict=True))
+
+
+def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: BatchSource,
+          eval_batches: BatchSource | None = None, debug_loop: bool = False) -> TrainResult:
+    training = config.training
+    tasks = list(schema.task_names)
+    per_rank_batch_size(config.train_data, env.world_size, "train_data")
+    torch.manual_seed(training.seed)
+    model = HeavyRanker(config.model, schema, sparse_device="meta")
+    dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed)
+    if env.is_chief:
+        log.info("sharding plan (world_size=%d):\n%s", env.world_size, plan)
+    optimizers = _Optimizers(dmp, config, tasks)
+    pos_weight = torch.tensor([(config.model.tasks.get(t).pos_weight if t in config.model.tasks else 1.0)
+                               for t in tasks], device=env.device)
+
+    step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
+    tensorboard = _TensorBoard(config, env)
+    batches = train_batches(batches_consumed)
+    accumulation = training.gradient_accumulation
+    global_batch = config.train_data.global_batch_size
+    if debug_loop:
+        torch.autograd.set_detect_anomaly(True)
+    progress = _progress(env, training.num_train_steps, step)
+    window_start, window_steps = time.perf_counter(), 0
+    losses: dict[str, float] = {}
+    history: list[tuple[int, float]] = []
+    eval_losses: dict[str, float] = {}
+    throughput = 0.0
+    last_saved = resumed_from
+    dmp.train()
+    while step < training.num_train_steps:
+        rates = optimizers.set_step(step)
+        task_loss_sum = torch.zeros(len(tasks))
+        for _ in range(accumulation):
+            batch = _next(batches, "train_data", batches_consumed).to(env.device, non_blocking=True)
+            batches_consumed += 1
+            with _autocast(config, env):
+                out = dmp(batch)
+            loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
+            (loss / accumulation).backward()
+            task_loss_sum += per_task.cpu()
+        if debug_loop:
+            _debug_report(dmp, step, loss, batch)
+        optimizers.step()
+        step += 1
+        window_steps += 1
+        progress.update(1)
+
+        if step % training.train_log_every_n == 0 or debug_loop or step == training.num_train_steps:
+            mean = _global_mean(task_loss_sum / accumulation, env)
+            losses = dict(zip(tasks, mean.tolist(), strict=True))
+            history.append((step, float(mean.mean())))
+            elapsed = time.perf_counter() - window_start
+            throughput = window_steps * accumulation * global_batch / max(elapsed, 1e-9)
+            if env.is_chief:
+                log.info("%s", format_metrics(step=step, loss=float(mean.mean()), examples_per_s=throughput,
+                                              **{f"lr_{k}": v for k, v in rates.items()}))
+                log.info("step=%d %s", step, format_metrics(**{f"loss_{k}": v for k, v in losses.items()}))
+                tensorboard.scalars("train_loss", losses | {"mean": float(mean.mean())}, step)
+                tensorboard.scalars("learning_rate", rates, step)
+                tensorboard.scalars("throughput", {"examples_per_s": throughput}, step)
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise DataError(f"train_data: loss is not finite at step {step}: {losses}")
+            window_start, window_steps = time.perf_counter(), 0
+
+        if eval_batches is not None and training.num_eval_steps and (
+            step % training.eval_every_n == 0 or step == training.num_train_steps
+        ):
+            eval_losses = evaluate(dmp, eval_batches, training.num_eval_steps, config, env, pos_weight, tasks)
+            if env.is_chief:
+                log.info("eval step=%d %s", step, format_metrics(
+                    loss=sum(eval_losses.values()) / len(eval_losses),
+                    **{f"loss_{k}": v for k, v in eval_losses.items()}))
+                tensorboard.scalars("eval_loss", eval_losses, step)
+
+        if step % training.checkpoint_every_n == 0 or step == training.num_train_steps:
+            _save(dmp, optimizers, config, env, step, batches_consumed)
+            last_saved = step
+    progress.close()
+    tensorboard.close()
+    final_dir = checkpoint.step_dir(training.save_dir, step)
+    if last_saved != step:  # resumed at the final step: nothing new to save
+        final_dir = checkpoint.latest_checkpoint(training.save_dir)[1]
+    model_dir = None
+    if env.is_chief:
+        from components.train.export import export_model
+
+        model_dir = export_model(config, schema, final_dir, step)
+    dist.barrier()
+    return TrainResult(step=step, resumed_from=resumed_from, checkpoint_dir=final_dir, model_dir=model_dir,
+                       losses=losses, examples_per_s=throughput, eval_losses=eval_losses,
+                       history=tuple(history))
+
+
+def _state(dmp: nn.Module, optimizers: _Optimizers, step: int, batches_consumed: int) -> dict:
+    return {"model": dmp.state_dict(), "optim": optimizers.combined.state_dict(),
+            "progress": torch.tensor([step, batches_consumed], dtype=torch.int64)}
+
+
+def _save(dmp, optimizers, config: RecapConfig, env: DistEnv, step: int, batches_consumed: int) -> None:
+    started = time.perf_counter()
+    target = checkpoint.save(config.training.save_dir, step, _state(dmp, optimizers, step, batches_consumed),
+                             env.rank, extra={"batches_consumed": batches_consumed})
+    if env.is_chief:
+        removed = checkpoint.prune(config.training.save_dir, config.training.checkpoint_max_to_keep)
+        log.info("checkpoint committed %s", format_metrics(step=step, uri=target, seconds=time.perf_counter() - started,
+                                                            pruned=len(removed)))
+
+
+def _restore(dmp, optimizers: _Optimizers, config: RecapConfig, env: DistEnv) -> tuple[int, int, int | None]:
+    """Resume from the newest committed checkpoint, else warm-start from initial_checkpoint_dir."""
+    training = config.training
+    latest = checkpoint.latest_checkpoint(training.save_dir)
+    if latest is not None:
+        step, directory = latest
+        optimizers.combined.init_state()
+        state = _state(dmp, optimizers, 0, 0)
+        checkpoint.load(directory, state)
+        dmp.load_state_dict(state["model"])
+        optimizers.combined.load_state_dict(state["optim"])
+        done, consumed = (int(v) for v in state["progress"].tolist())
+        if env.is_chief:
+            log.info("resumed from committed checkpoint %s", format_metrics(
+                step=done, uri=directory, batches_consumed=consumed))
+        return done, consumed, step
+    if training.initial_checkpoint_dir:
+        directory = checkpoint.resolve_initial_checkpoint(training.initial_checkpoint_dir)
+        state = {"model": dmp.state_dict()}
+        checkpoint.load(directory, state)
+        dmp.load_state_dict(state["model"])
+        if env.is_chief:
+            log.info("warm start from %s (model weights only)", directory)
+    return 0, 0, None
+
+
+def _progress(env: DistEnv, total: int, initial: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step",
+                disable=not (env.is_chief and sys.stderr.isatty()))
+
+
+def _debug_report(dmp: nn.Module, step: int, loss: torch.Tensor, batch: RecapBatch) -> None:
+    """--debug_loop: per-step loss, gradient norms and input statistics (slow, verbose)."""
+    norms = {name: float(p.grad.norm()) for name, p in dmp.named_parameters() if p.grad is not None}
+    worst = sorted(norms.items(), key=lambda kv: -kv[1])[:5]
+    log.info("debug step=%d loss=%.6g batch=%d label_means=%s", step, float(loss), batch.batch_size,
+             [round(v, 4) for v in batch.labels.mean(0).tolist()])
+    log.info("debug step=%d largest gradient norms: %s", step, ", ".join(f"{n}={v:.4g}" for n, v in worst))
+    if not all(math.isfinite(v) for v in norms.values()):
+        raise DataError(f"non-finite gradient at step {step}")

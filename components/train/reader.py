@@ -1,0 +1,207 @@
+"""The training and evaluation data reader: a split manifest in, torch `RecapBatch`es out.
+
+tf.data does the heavy lifting, as in the original: shards interleaved, records batched,
+parsed with `tf.io.parse_example` in parallel, prefetched. The features are packed into
+the batch layout inside the TF graph (labels in task order, example weights, IDs flattened
+key-major) so the Python side only wraps buffers as torch tensors.
+
+Shard order, resume arithmetic and shard verification live in `tfrecord_shards`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from components.common.errors import DataError, RecapError, SchemaError
+from components.common.logs import Throughput, format_metrics
+from components.common.manifest import Manifest, read_manifest
+from components.common.schema import Role, Schema
+from components.train.batch import RecapBatch
+from components.train.tfrecord_shards import GroupRead, ShardProvider, group_reads, rank_shards
+
+log = logging.getLogger(__name__)
+
+MANIFEST_KIND = "tfrecord"
+LOG_EVERY_S = 30.0
+READ_BUFFER_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    batch_size: int  # per rank
+    shuffle: bool = True  # shard order, reshuffled per epoch from `seed`
+    seed: int = 0
+    repeat: bool = False
+    drop_remainder: bool = False
+    skip_corrupt: bool = False  # skip (and count) a bad shard instead of failing
+    cache_dir: str | None = None  # where gs:// shards are cached; a temporary directory if None
+    num_parallel_reads: int = 4  # shards read round-robin at a time
+    prefetch: int = 2  # batches
+
+
+def load_split_manifest(manifest_uri: str, schema: Schema) -> tuple[Manifest, str]:
+    """The split's manifest (directory or `_MANIFEST.json`), checked against the schema."""
+    manifest, directory = read_manifest(manifest_uri)
+    if manifest.kind != MANIFEST_KIND:
+        raise DataError(f"{directory}: manifest kind is {manifest.kind!r}, expected {MANIFEST_KIND!r} (a converted split)")
+    if manifest.schema_hash != schema.hash:
+        written = manifest.extra.get("schema", "?")
+        raise SchemaError(
+            f"{directory}: shards were written for schema {written} (hash {manifest.schema_hash}), "
+            f"the reader was given schema {schema.name} (hash {schema.hash})"
+        )
+    return manifest, directory
+
+
+def count_records(manifest_uri: str) -> int:
+    """Records in a split, from its manifest (no shard is opened)."""
+    manifest, _ = read_manifest(manifest_uri)
+    return manifest.total_records
+
+
+class _Layout:
+    """Which TFRecord features make up each part of a RecapBatch."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.continuous = schema.group(Role.CONTINUOUS).feature
+        self.binary = schema.group(Role.BINARY).feature
+        self.discrete = schema.group(Role.DISCRETE).feature
+        self.embeddings = {spec.name: spec.feature for spec in schema.embeddings}
+        self.id_names = [spec.name for spec in schema.ids]
+        self.id_features = [spec.feature for spec in schema.ids]
+        self.task_features = [schema.task_label(task).feature for task in schema.tasks]
+        self.pos_rates = [task.pos_downsampling_rate for task in schema.tasks]
+        self.neg_rates = [task.neg_downsampling_rate for task in schema.tasks]
+        self.spec = schema.tf_feature_spec()
+
+    def parse_fn(self):
+        import tensorflow as tf
+
+        pos = tf.constant(self.pos_rates, tf.float32)
+        neg = tf.constant(self.neg_rates, tf.float32)
+
+        def parse(serialized):
+            f = tf.io.parse_example(serialized, self.spec)
+            labels = tf.cast(tf.concat([f[name] for name in self.task_features], axis=1), tf.float32)
+            ids = tf.concat([f[name] for name in self.id_features], axis=1)
+            out = {
+                "continuous": f[self.continuous],
+                "binary": tf.cast(f[self.binary], tf.float32),
+                "discrete": f[self.discrete],
+                "ids": tf.reshape(tf.transpose(ids), [-1]),  # key-major, as a KJT wants
+                "labels": labels,
+                "weights": labels / pos + (1.0 - labels) / neg,
+            }
+            for name, feature in self.embeddings.items():
+                out[f"embedding/{name}"] = f[feature]
+            return out
+
+        return parse
+
+    def to_batch(self, parsed: dict[str, Any]) -> RecapBatch:
+        def tensor(key: str) -> torch.Tensor:
+            return torch.from_numpy(parsed[key].numpy())
+
+        labels = tensor("labels")
+        rows = labels.shape[0]
+        sparse = KeyedJaggedTensor(
+            keys=self.id_names,
+            values=tensor("ids"),
+            lengths=torch.ones(rows * len(self.id_names), dtype=torch.int32),
+        )
+        return RecapBatch(
+            continuous=tensor("continuous"),
+            binary=tensor("binary"),
+            discrete=tensor("discrete"),
+            embeddings={name: tensor(f"embedding/{name}") for name in self.embeddings},
+            sparse_features=sparse,
+            labels=labels,
+            weights=tensor("weights"),
+        )
+
+
+def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions):
+    import tensorflow as tf
+
+    cycle = max(1, options.num_parallel_reads)
+
+    def read_group(paths, offsets):
+        files = tf.data.Dataset.from_tensor_slices((paths, offsets))
+        return files.interleave(
+            lambda path, offset: tf.data.TFRecordDataset(
+                path, compression_type="GZIP", buffer_size=READ_BUFFER_BYTES).skip(offset),
+            cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True,
+        )
+
+    groups = tf.data.Dataset.from_generator(
+        provider.groups,
+        output_signature=(tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)),
+    )
+    records = groups.flat_map(read_group)
+    batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    parsed = batches.map(layout.parse_fn(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return parsed.prefetch(max(1, options.prefetch))
+
+
+def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank: int = 0,
+                 world_size: int = 1, start_batch: int = 0) -> Iterator[RecapBatch]:
+    """Batches of this rank's shards (r::W), resuming after `start_batch` batches.
+
+    A shard that is missing or differs from the manifest (size, sha256) fails the read with
+    its URI in the message, or is skipped with a counted warning when `skip_corrupt`.
+    """
+    if options.batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {options.batch_size}")
+    manifest, directory = load_split_manifest(manifest_uri, schema)
+    shards = rank_shards(manifest, directory, rank, world_size)
+    reads = group_reads(shards, options.num_parallel_reads, options.shuffle, options.seed, rank,
+                        options.repeat, start_batch * options.batch_size)
+    return _iterate(reads, _Layout(schema), options, rank, start_batch)
+
+
+def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions, rank: int,
+             start_batch: int) -> Iterator[RecapBatch]:
+    import tensorflow as tf
+
+    provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir)
+    throughput = Throughput()
+    last_log = throughput.start
+    batches = 0
+    try:
+        iterator = iter(_dataset(provider, layout, options))
+        while True:
+            try:
+                parsed = next(iterator)
+            except StopIteration:
+                break
+            except tf.errors.OpError as exc:
+                raise _read_error(provider, exc) from None
+            batch = layout.to_batch(parsed)
+            batches += 1
+            throughput.add(batch.batch_size)
+            now = time.perf_counter()
+            if now - last_log >= LOG_EVERY_S:
+                last_log = now
+                log.info("reader %s", format_metrics(rank=rank, batch=start_batch + batches,
+                                                     rows=throughput.count, rows_per_s=throughput.per_second))
+            yield batch
+    finally:
+        provider.close()
+        log.info("reader done %s", format_metrics(
+            rank=rank, batches=batches, rows=throughput.count, rows_per_s=throughput.per_second,
+            skipped_shards=len(provider.skipped)))
+
+
+def _read_error(provider: ShardProvider, exc: Any) -> RecapError:
+    """The provider's own error (it names the shard), else TF's, naming the group being read."""
+    if isinstance(provider.error, RecapError):
+        return provider.error
+    shards = ", ".join(provider.current) or "<no shard opened yet>"
+    return DataError(f"{shards}: cannot read TFRecord shard: {exc.message}")

@@ -1,0 +1,257 @@
+"""Which shards a rank reads, in which order, and how they reach TensorFlow verified.
+
+Record order is defined here so it is deterministic and resumable in O(shards):
+- rank r of W owns the manifest's shards r::W;
+- each epoch orders them (shuffled from (seed, rank, epoch), or manifest order) and cuts
+  the order into groups of `cycle` shards; a group is read round-robin, one record per
+  shard in turn (a shard that runs out drops out of the turn), groups one after another.
+Because every shard's record count is in the manifest, the position after `n` records is
+computed, not replayed: `resume_point` returns the group and each shard's offset.
+
+`ShardProvider` hands TensorFlow one group at a time as local files: local shards after a
+size and sha256 check, gs:// shards downloaded (through `storage`, since TensorFlow's GCS
+client cannot reach the emulator) into a cache that holds the current group and the next,
+fetched in the background while the current one is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from components.common import storage
+from components.common.errors import DataError
+from components.common.manifest import Manifest, ManifestFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    uri: str
+    records: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GroupRead:
+    """One group as TensorFlow reads it: shards in turn order, records to skip in each."""
+
+    epoch: int
+    shards: tuple[Shard, ...]
+    offsets: tuple[int, ...]
+
+
+def rank_shards(manifest: Manifest, directory: str, rank: int, world_size: int) -> list[Shard]:
+    """Shards r::W of the manifest; fewer shards than ranks is an error (a rank would idle)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
+    count = len(manifest.files)
+    if count < world_size:
+        raise DataError(
+            f"{directory}: manifest lists {count} shards, fewer than world_size={world_size} ranks; "
+            f"convert with --shards >= {world_size}"
+        )
+    entries: list[ManifestFile] = list(manifest.files)[rank::world_size]
+    return [Shard(storage.join(directory, f.path), f.records, f.bytes, f.sha256) for f in entries]
+
+
+def epoch_order(shards: list[Shard], epoch: int, shuffle: bool, seed: int, rank: int) -> list[Shard]:
+    if not shuffle:
+        return list(shards)
+    permutation = np.random.default_rng([seed, rank, epoch]).permutation(len(shards))
+    return [shards[i] for i in permutation]
+
+
+def epoch_groups(shards: list[Shard], cycle: int) -> list[list[Shard]]:
+    return [shards[i : i + cycle] for i in range(0, len(shards), cycle)]
+
+
+def round_robin_offsets(counts: list[int], consumed: int) -> tuple[list[int], int]:
+    """Per-shard records already read after `consumed` round-robin records, and where the turn is.
+
+    Returns (offsets, first): reading resumes with shard `first` of the group, then in turn.
+    """
+    lo, hi = 0, max(counts, default=0)
+    while lo < hi:  # largest full round r with sum(min(count, r)) <= consumed
+        mid = (lo + hi + 1) // 2
+        if sum(min(c, mid) for c in counts) <= consumed:
+            lo = mid
+        else:
+            hi = mid - 1
+    rounds = lo
+    remaining = consumed - sum(min(c, rounds) for c in counts)
+    offsets = [min(c, rounds) for c in counts]
+    first = 0
+    active = [i for i, c in enumerate(counts) if c > rounds]
+    for i in active[:remaining]:
+        offsets[i] += 1
+    if remaining:
+        first = active[remaining] if remaining < len(active) else 0
+    return offsets, first
+
+
+def group_reads(shards: list[Shard], cycle: int, shuffle: bool, seed: int, rank: int,
+                repeat: bool, skip_records: int) -> Iterator[GroupRead]:
+    """Every group to read, in order, starting at the record position `skip_records`."""
+    per_epoch = sum(s.records for s in shards)
+    if repeat and per_epoch == 0:
+        raise DataError(f"repeat=True but this rank's {len(shards)} shards hold no records")
+    epoch, skip = divmod(skip_records, per_epoch) if per_epoch else (0, 0)
+    if epoch and not repeat:
+        return
+    while True:
+        for group in epoch_groups(epoch_order(shards, epoch, shuffle, seed, rank), cycle):
+            total = sum(s.records for s in group)
+            if skip >= total:  # consumed before the resume point, or empty
+                skip -= total
+                continue
+            offsets, first = round_robin_offsets([s.records for s in group], skip)
+            skip = 0
+            order = list(range(first, len(group))) + list(range(first))
+            yield GroupRead(epoch, tuple(group[i] for i in order), tuple(offsets[i] for i in order))
+        if not repeat:
+            return
+        epoch += 1
+
+
+class ShardProvider:
+    """Yields groups as local file paths, verified; downloads gs:// shards into a bounded cache."""
+
+    def __init__(self, reads: Iterator[GroupRead], skip_corrupt: bool, cache_dir: str | None) -> None:
+        self._reads = reads
+        self.skip_corrupt = skip_corrupt
+        self.skipped: list[str] = []
+        self.error: BaseException | None = None
+        self.current: tuple[str, ...] = ()
+        self._own_cache = cache_dir is None
+        self._cache_dir = cache_dir or tempfile.mkdtemp(prefix="recap-shards-")
+        os.makedirs(self._cache_dir, exist_ok=True)
+        self._verified: dict[str, tuple[int, int]] = {}  # local path -> (size, mtime_ns) checked
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-fetch")
+        self._cached: list[str] = []
+        self._downloaded: set[str] = set()
+
+    # -- fetching and verification (background thread) --------------------------------
+
+    def _cache_path(self, shard: Shard, epoch: int) -> str:
+        digest = hashlib.sha1(shard.uri.encode()).hexdigest()[:12]
+        return os.path.join(self._cache_dir, f"e{epoch}-{digest}-{storage.basename(shard.uri)}")
+
+    def _fetch(self, shard: Shard, epoch: int) -> str:
+        """Local path of a verified copy of `shard`; DataError naming the shard when it is bad."""
+        if storage.is_gcs(shard.uri):
+            return self._download(shard, self._cache_path(shard, epoch))
+        try:
+            stat = os.stat(shard.uri)
+        except FileNotFoundError:
+            raise DataError(f"{shard.uri}: listed in the manifest but missing") from None
+        if stat.st_size != shard.bytes:
+            raise DataError(f"{shard.uri}: size {stat.st_size} bytes, manifest says {shard.bytes} (truncated or replaced)")
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            known = self._verified.get(shard.uri) == stamp
+        if not known:
+            digest = hashlib.sha256()
+            with open(shard.uri, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+            if digest.hexdigest() != shard.sha256:
+                raise DataError(f"{shard.uri}: sha256 differs from the manifest (corrupt shard)")
+            with self._lock:
+                self._verified[shard.uri] = stamp
+        return shard.uri
+
+    def _download(self, shard: Shard, path: str) -> str:
+        digest, size = hashlib.sha256(), 0
+        tmp = f"{path}.part"
+        try:
+            with storage.open_read(shard.uri) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(storage.READ_CHUNK_BYTES):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            raise DataError(f"{shard.uri}: listed in the manifest but missing") from None
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        if size != shard.bytes or digest.hexdigest() != shard.sha256:
+            os.unlink(tmp)
+            what = f"size {size} bytes, manifest says {shard.bytes}" if size != shard.bytes else "sha256 differs from the manifest"
+            raise DataError(f"{shard.uri}: {what} (corrupt or truncated shard)")
+        os.replace(tmp, path)
+        with self._lock:
+            self._downloaded.add(path)
+        return path
+
+    def _prepare(self, read: GroupRead) -> list[tuple[str, Shard, int] | DataError]:
+        out: list[tuple[str, Shard, int] | DataError] = []
+        for shard, offset in zip(read.shards, read.offsets, strict=True):
+            try:
+                out.append((self._fetch(shard, read.epoch), shard, offset))
+            except DataError as exc:
+                out.append(exc)
+        return out
+
+    # -- the generator TensorFlow pulls from ---------------------------------------------
+
+    def groups(self) -> Iterator[tuple[list[bytes], list[int]]]:
+        """(local paths, records to skip) per group; the next group is fetched meanwhile."""
+        try:
+            upcoming: Future | None = None
+            read = next(self._reads, None)
+            if read is not None:
+                upcoming = self._pool.submit(self._prepare, read)
+            while upcoming is not None:
+                prepared = upcoming.result()
+                read = next(self._reads, None)
+                upcoming = self._pool.submit(self._prepare, read) if read is not None else None
+                paths, offsets, uris = [], [], []
+                for item in prepared:
+                    if isinstance(item, DataError):
+                        if not self.skip_corrupt:
+                            raise item
+                        self.skipped.append(str(item))
+                        log.warning("skipped a bad shard (%d so far): %s", len(self.skipped), item)
+                        continue
+                    path, shard, offset = item
+                    paths.append(path.encode())
+                    offsets.append(offset)
+                    uris.append(shard.uri)
+                # The flat_map in front of us asks for a group only after the previous one is
+                # exhausted, so the previous group's cached copies are no longer needed.
+                self._evict(self._cached)
+                self._cached = [p.decode() for p, u in zip(paths, uris, strict=True) if storage.is_gcs(u)]
+                self.current = tuple(uris)
+                if paths:
+                    yield paths, offsets
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _evict(self, paths: list[str]) -> None:
+        for path in paths:
+            self._downloaded.discard(path)
+            if os.path.exists(path):
+                os.unlink(path)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_cache:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+        else:
+            with self._lock:  # including a prefetched group nobody read
+                self._evict(list(self._downloaded))

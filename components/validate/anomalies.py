@@ -1,0 +1,111 @@
+"""Anomaly codes, their default severities, and the record of one finding.
+
+Codes are stable: dashboards, alerts and `severity` overrides in the validation config
+refer to them. An error fails the step (exit 1); a warning is reported only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ERROR, WARNING = "error", "warning"
+
+# code -> (default severity, what it means)
+CODES: dict[str, tuple[str, str]] = {
+    "empty_input": (ERROR, "no Parquet file, or no rows in any file"),
+    "not_parquet": (WARNING, "a file under the input prefix is not Parquet and was skipped"),
+    "unreadable_file": (ERROR, "a file could not be read as Parquet (corrupt, truncated, missing)"),
+    "unlisted_file": (WARNING, "a Parquet file under the prefix is not listed in _MANIFEST.json and was skipped"),
+    "manifest_mismatch": (ERROR, "a file's row count differs from the count in _MANIFEST.json"),
+    "missing_column": (ERROR, "a schema column is absent from a file"),
+    "unexpected_column": (WARNING, "a file has a column the schema does not know"),
+    "wrong_type": (ERROR, "a column's Arrow type differs from the schema's"),
+    "variable_size_list": (WARNING, "a list column is variable-size; the contract says fixed_size_list"),
+    "wrong_list_length": (ERROR, "list values per row differ from the schema length"),
+    "missing_values": (WARNING, "null rows or null list elements in a feature group"),
+    "non_finite": (ERROR, "share of NaN/inf in a float element above the threshold"),
+    "binary_out_of_range": (ERROR, "a binary feature value outside {0, 1}"),
+    "label_not_binary": (ERROR, "a label value outside {0, 1}"),
+    "label_null": (ERROR, "a null label"),
+    "invalid_id": (ERROR, "a negative or null ID"),
+    "constant_column": (WARNING, "a column (or list element) has one value in every row"),
+    "positive_rate_out_of_bounds": (ERROR, "a label's positive rate is outside the configured bounds"),
+    "drift_categorical": (ERROR, "L-infinity distance to the reference distribution above the threshold"),
+    "drift_numeric": (ERROR, "Jensen-Shannon divergence to the reference histogram above the threshold"),
+    "reference_mismatch": (WARNING, "the reference statistics come from a different schema; some drift checks skipped"),
+}
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    code: str
+    severity: str
+    column: str | None
+    count: int
+    message: str
+    examples: tuple[dict[str, Any], ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "column": self.column, "count": self.count,
+                "message": self.message, "examples": list(self.examples), "details": self.details}
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+
+class Findings:
+    """Row-level findings gathered while streaming: counts and the first few examples per (code, column)."""
+
+    def __init__(self, max_examples: int) -> None:
+        self.max_examples = max_examples
+        self.counts: dict[tuple[str, str | None], int] = {}
+        self.examples: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+        self.notes: dict[tuple[str, str | None], dict[str, Any]] = {}
+        # examples for threshold rules decided at the end (e.g. non_finite): not findings by themselves
+        self.samples: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+
+    def sample(self, code: str, column: str | None, file: str, rows: Any) -> None:
+        kept = self.samples.setdefault((code, column), [])
+        for row in list(rows[: max(0, self.max_examples - len(kept))]):
+            kept.append({"file": file, "row": int(row)})
+
+    def add(self, code: str, column: str | None, count: int, file: str | None = None,
+            rows: Any = (), **note: Any) -> None:
+        """Count `count` occurrences; keep examples from `rows` (row indices in `file`)."""
+        if code not in CODES:
+            raise KeyError(f"unknown anomaly code {code}")
+        key = (code, column)
+        self.counts[key] = self.counts.get(key, 0) + int(count)
+        kept = self.examples.setdefault(key, [])
+        room = self.max_examples - len(kept)
+        if room > 0:
+            if file is not None and not len(rows):
+                kept.append({"file": file, **{k: v for k, v in note.items() if k != "summary"}})
+            for row in list(rows[:room]):
+                kept.append({"file": file, "row": int(row), **{k: v for k, v in note.items() if k != "summary"}})
+        if "summary" in note:
+            self.notes.setdefault(key, {}).update(note["summary"])
+
+    def anomalies(self, severity_overrides: dict[str, str]) -> list[Anomaly]:
+        out = []
+        for (code, column), count in self.counts.items():
+            out.append(make(code, column, count, describe(code, column, count, self.notes.get((code, column), {})),
+                            severity_overrides, self.examples.get((code, column), []),
+                            self.notes.get((code, column), {})))
+        return out
+
+
+def make(code: str, column: str | None, count: int, message: str, severity_overrides: dict[str, str],
+         examples: list[dict[str, Any]] | tuple = (), details: dict[str, Any] | None = None) -> Anomaly:
+    severity = severity_overrides.get(code, CODES[code][0])
+    return Anomaly(code=code, severity=severity, column=column, count=int(count), message=message,
+                   examples=tuple(examples), details=dict(details or {}))
+
+
+def describe(code: str, column: str | None, count: int, note: dict[str, Any]) -> str:
+    where = f"column {column}: " if column else ""
+    extra = "; ".join(f"{k}={v}" for k, v in note.items())
+    return f"{where}{CODES[code][1]} ({count} occurrence{'s' if count != 1 else ''}{'; ' + extra if extra else ''})"

@@ -1,0 +1,28 @@
+"""`recap validate`: thin wrapper over components.validate.run; exit 1 on error anomalies."""
+
+from __future__ import annotations
+
+import argparse
+
+from components.common.errors import CheckFailed
+from components.validate.config import load_validation_config
+from components.validate.validator import run as validate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="directory/prefix of raw Parquet (local or gs://)")
+    parser.add_argument("--schema", default="local", help="schema variant (local, prod) or a schema YAML path")
+    parser.add_argument("--out", required=True, help="output directory for statistics, anomalies, report, metrics")
+    parser.add_argument("--reference-stats", default=None, help="statistics.json of a reference run, for drift")
+    parser.add_argument("--config_path", "--config-path", dest="config_path", default=None,
+                        help="validation config YAML (default: configs/validation.yaml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = validate(args.input, args.out, args.schema, load_validation_config(args.config_path),
+                      reference_stats_uri=args.reference_stats)
+    print(f"report: {result.report_uri}")
+    if result.has_errors:
+        named = ", ".join(f"{a.code}({a.column})" if a.column else a.code for a in result.errors)
+        raise CheckFailed(f"{len(result.errors)} error anomalies: {named}; see {result.anomalies_uri}")
+    return 0

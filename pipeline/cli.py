@@ -1,0 +1,152 @@
+"""`recap pipeline compile | run | submit`. kfp is imported inside the handlers so that
+`recap --help` (which builds every parser) stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from typing import Any
+
+from components.common.errors import EXIT_CHECK_FAILED, ConfigError
+
+DEFAULT_OUTPUT = "recap_pipeline.yaml"
+
+
+def _add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default=None, help="image registry (default: RECAP_IMAGE_REGISTRY or pipeline/images.py)")
+    parser.add_argument("--tag", default=None, help="image tag (default: RECAP_IMAGE_TAG or pipeline/images.py)")
+    parser.add_argument("--gcs-secret", default="", help="Secret (with key.json) every pod mounts for GCS; "
+                        "default: none, pods use workload identity")
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from pipeline.dag import CompileOptions
+    from pipeline.images import ImageSettings
+
+    defaults = ImageSettings()
+    images = ImageSettings(registry=args.registry or defaults.registry, tag=args.tag or defaults.tag)
+    return CompileOptions(images=images, gcs_secret=args.gcs_secret)
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help=f"YAML to write (default: {DEFAULT_OUTPUT})")
+    _add_image_arguments(parser)
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from pipeline.dag import compile_pipeline
+
+    path = compile_pipeline(args.output, _options(args))
+    print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------- run (kfp.local)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw", required=True, help="raw Parquet directory (local path or gs://)")
+    parser.add_argument("--root", required=True, help="data/output root for TFRecords, checkpoints, models")
+    parser.add_argument("--train-config", default="configs/local.yaml", help="trainer YAML")
+    parser.add_argument("--schema", default="local", help="schema variant or YAML (default: local)")
+    parser.add_argument("--num-workers", type=int, default=1, help="simulated nodes (torchrun agents)")
+    parser.add_argument("--procs-per-worker", type=int, default=1, help="processes per node")
+    parser.add_argument("--num-train-steps", type=int, default=0, help="override the config's steps (0 = keep)")
+    parser.add_argument("--baseline-metrics-uri", default="", help="metrics.json of the model to beat")
+    parser.add_argument("--blessing-tolerance", type=float, default=0.005, help="allowed AUROC drop vs baseline")
+    parser.add_argument("--serving-uri", default="", help="push target (default: <root>/serving)")
+    parser.add_argument("--pipeline-root", default=None, help="kfp.local's artifact root (default: <root>/kfp)")
+    parser.add_argument("--cache", action="store_true", help="reuse kfp.local cached step outputs")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="any other pipeline parameter")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from pipeline.local_run import run_local
+
+    result = run_local(
+        args.raw, args.root, args.train_config, schema=args.schema, num_workers=args.num_workers,
+        procs_per_worker=args.procs_per_worker, num_train_steps=args.num_train_steps,
+        baseline_metrics_uri=args.baseline_metrics_uri, blessing_tolerance=args.blessing_tolerance,
+        serving_uri=args.serving_uri, pipeline_root=args.pipeline_root, enable_caching=args.cache,
+        extra_params=parse_params(args.param, _parameter_types()),
+    )
+    print(json.dumps(result.to_json(), indent=2))
+    return 0 if result.succeeded else EXIT_CHECK_FAILED
+
+
+# --------------------------------------------------------------------------- submit (kfp.Client)
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com/pipeline")
+    parser.add_argument("--experiment", required=True, help="experiment name (created if missing)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    parser.add_argument("--package", default=None, help="compiled YAML (default: compile now)")
+    parser.add_argument("--run-name", default=None)
+    parser.add_argument("--namespace", default=None, help="KFP (multi-user) namespace")
+    parser.add_argument("--service-account", default=None, help="run pods as this KSA (needs the launcher Role)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every step in this run")
+    _add_image_arguments(parser)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    import kfp
+
+    from pipeline.dag import compile_pipeline
+
+    params = parse_params(args.param, _parameter_types())
+    with tempfile.TemporaryDirectory() as tmp:
+        package = args.package or compile_pipeline(os.path.join(tmp, DEFAULT_OUTPUT), _options(args))
+        client = kfp.Client(host=args.host, namespace=args.namespace)
+        run = client.create_run_from_pipeline_package(
+            package, arguments=params, run_name=args.run_name, experiment_name=args.experiment,
+            namespace=args.namespace, service_account=args.service_account,
+            enable_caching=False if args.no_cache else None,
+        )
+    print(run_url(args.host, run.run_id))
+    return 0
+
+
+def run_url(host: str, run_id: str) -> str:
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _parameter_types() -> dict[str, type]:
+    """Pipeline parameter name -> Python type, read from the pipeline function's signature."""
+    import inspect
+
+    from pipeline.dag import build_pipeline
+
+    signature = inspect.signature(build_pipeline().pipeline_func)
+    return {name: p.annotation for name, p in signature.parameters.items()}
+
+
+def parse_params(items: list[str], types: dict[str, type]) -> dict[str, Any]:
+    """`name=value` strings -> typed pipeline arguments; unknown names and bad values are errors."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param expects NAME=VALUE, got {item!r}")
+        if name not in types:
+            raise ConfigError(f"--param {name}: not a pipeline parameter; known: {', '.join(sorted(types))}")
+        kind = types[name]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value: Any = text.lower() in ("true", "1")
+            else:
+                value = kind(text)
+        except ValueError as exc:
+            raise ConfigError(f"--param {name}: expected {kind.__name__}, got {text!r}") from exc
+        out[name] = value
+    return out

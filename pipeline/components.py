@@ -1,0 +1,221 @@
+"""KFP v2 components: typed, thin wrappers over `components.*` (the interface; the work is there).
+
+Each function below becomes a lightweight Python component whose image comes from
+`pipeline.images` (`make_components`). Bodies only import, call one step function and record
+artifacts; they run inside the step's image (or this venv under kfp.local), which ships
+`kfp` itself, hence `install_kfp_package=False`: nothing is pip-installed at run time.
+"""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from pipeline.images import ImageSettings
+
+
+def validate(
+    raw_data_uri: str,
+    schema: str,
+    validate_config: str,
+    reference_stats_uri: str,
+    cache_key: str,
+    statistics: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> NamedTuple("ValidateOutputs", [("passed", bool), ("summary", str)]):
+    """Statistics, anomalies and drift of the raw Parquet; `passed` gates the rest of the DAG."""
+    import collections
+    import os
+
+    from components.common.logs import setup_logging
+    from components.validate import run
+    from pipeline import runtime
+
+    setup_logging()
+    os.makedirs(statistics.path, exist_ok=True)
+    result = run(raw_data_uri, statistics.path, schema, validate_config or None, reference_stats_uri or None)
+    runtime.copy_file(result.report_uri, report.path)
+    runtime.log_scalars(metrics, result.metrics)
+    statistics.metadata.update({"rows": result.rows, "files": result.files, "input": raw_data_uri})
+    errors = [f"{a.code} {a.column or ''}: {a.message}" for a in result.errors]
+    summary = f"{len(errors)} validation error(s) in {raw_data_uri}:\n" + "\n".join(errors[:20]) if errors else "ok"
+    return collections.namedtuple("ValidateOutputs", ["passed", "summary"])(not result.has_errors, summary)
+
+
+def validation_gate(passed: bool, summary: str) -> None:
+    """Fail the run when validation found errors; the report stays on the (successful) validate task."""
+    if not passed:
+        raise SystemExit(f"pipeline stopped by data validation: {summary}")
+    print("data validation passed")
+
+
+def convert(
+    raw_data_uri: str,
+    schema: str,
+    convert_config: str,
+    data_root: str,
+    cache_key: str,
+    tfrecords: Output[Dataset],
+):
+    """Raw Parquet -> gzip TFRecord train/eval splits, written straight to the data location."""
+    from components.common.config import load_config
+    from components.common.logs import setup_logging
+    from components.common.schema import load_schema
+    from components.convert import ConvertSettings, run
+    from pipeline import runtime
+
+    setup_logging()
+    settings = load_config(convert_config, ConvertSettings) if convert_config else ConvertSettings()
+    location = runtime.data_location(tfrecords.uri, data_root)
+    result = run(raw_data_uri, location, load_schema(schema), settings)
+    runtime.record_location(
+        tfrecords, location, train_uri=f"{location}/train", eval_uri=f"{location}/eval",
+        train_records=result.records.get("train"), eval_records=result.records.get("eval"),
+        rows_per_s=round(result.rows_per_s, 1),
+    )
+
+
+def train(
+    tfrecords: Input[Dataset],
+    train_config: str,
+    data_root: str,
+    backend: str,
+    run_id: str,
+    train_image: str,
+    namespace: str,
+    num_workers: int,
+    procs_per_worker: int,
+    gpus_per_worker: int,
+    cpu_per_worker: str,
+    memory_per_worker: str,
+    num_train_steps: int,
+    timeout_s: int,
+    gcs_secret: str,
+    model: Output[Model],
+):
+    """Launch training (PyTorchJob or local torchrun) and record the exported model's location."""
+    from components.common.logs import setup_logging
+    from components.launch import LaunchSpec, TrainerArgs, job_name
+    from components.launch import run as launch
+    from pipeline import runtime
+
+    setup_logging()
+    data = runtime.data_uri(tfrecords)
+    location = runtime.data_location(model.uri, data_root)
+    args = TrainerArgs(
+        config_path=train_config, train_data=f"{data}/train", validation_data=f"{data}/eval",
+        save_dir=f"{location}/checkpoints", model_dir=f"{location}/model",
+        extra=(("num_train_steps", str(num_train_steps)),) if num_train_steps > 0 else (),
+    )
+    spec = LaunchSpec(
+        job_name=job_name(run_id), image=train_image, namespace=namespace, num_workers=num_workers,
+        procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker, cpu=cpu_per_worker,
+        memory=memory_per_worker, timeout_s=float(timeout_s), gcs_secret=gcs_secret,
+    )
+    result = launch(spec, args, backend=backend)
+    model.metadata["framework"] = "pytorch"
+    runtime.record_location(model, f"{location}/model", checkpoints_uri=f"{location}/checkpoints",
+                            job_name=result.job_name, backend=backend, train_seconds=round(result.seconds, 1))
+
+
+def delete_training_job(run_id: str, namespace: str, backend: str) -> None:
+    """Exit handler: delete the run's PyTorchJob whatever happened (a no-op for local runs)."""
+    from components.common.logs import setup_logging
+    from components.launch import job_name
+
+    setup_logging()
+    if backend == "kubernetes":
+        from components.launch.cluster import delete_job
+
+        delete_job(job_name(run_id), namespace)
+
+
+def evaluate(
+    model: Input[Model],
+    tfrecords: Input[Dataset],
+    evaluate_config: str,
+    baseline_metrics_uri: str,
+    blessing_tolerance: float,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
+    """Metrics on the eval split, the HTML report and the blessing against the baseline."""
+    import collections
+    import os
+
+    from components.common import storage
+    from components.common.logs import setup_logging
+    from components.evaluate import run
+    from components.evaluate.config import load_evaluate_config
+    from pipeline import runtime
+
+    setup_logging()
+    config = load_evaluate_config(evaluate_config or None)
+    config.blessing.auroc_tolerance = blessing_tolerance
+    os.makedirs(evaluation.path, exist_ok=True)
+    result = run(runtime.data_uri(model), f"{runtime.data_uri(tfrecords)}/eval", evaluation.path, config,
+                 baseline_metrics_uri or None)
+    runtime.log_scalars(metrics, storage.read_json(f"{evaluation.path}/kfp_metrics.json"))
+    runtime.log_classification(classification, storage.read_json(f"{evaluation.path}/classification.json"))
+    runtime.copy_file(f"{evaluation.path}/report.html", report.path)
+    evaluation.metadata.update({"blessed": result.blessed, "examples": result.examples})
+    return collections.namedtuple("EvaluateOutputs", ["blessed"])(result.blessed)
+
+
+def push(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    serving_uri: str,
+    data_root: str,
+    version: str,
+) -> NamedTuple("PushOutputs", [("serving_model_uri", str)]):
+    """Copy the blessed model to `<serving>/<version>/` and move the `LATEST` pointer to it."""
+    import collections
+
+    from components.common.logs import setup_logging
+    from pipeline import runtime
+
+    setup_logging()
+    target = runtime.push_model(runtime.data_uri(model), runtime.serving_root(serving_uri, data_root), version,
+                                extra={"evaluation_uri": evaluation.uri})
+    return collections.namedtuple("PushOutputs", ["serving_model_uri"])(target)
+
+
+@dataclass(frozen=True)
+class Components:
+    validate: object
+    validation_gate: object
+    convert: object
+    train: object
+    delete_training_job: object
+    evaluate: object
+    push: object
+
+
+# step -> image (names from pipeline.images.IMAGES)
+STEP_IMAGES = {
+    "validate": "recap-validate",
+    "validation_gate": "recap-launch",
+    "convert": "recap-convert",
+    "train": "recap-launch",
+    "delete_training_job": "recap-launch",
+    "evaluate": "recap-evaluate",
+    "push": "recap-launch",
+}
+
+
+def make_components(images: ImageSettings) -> Components:
+    """The KFP components with their images from one settings place."""
+    functions = {
+        "validate": validate, "validation_gate": validation_gate, "convert": convert, "train": train,
+        "delete_training_job": delete_training_job, "evaluate": evaluate, "push": push,
+    }
+    built = {
+        name: dsl.component(base_image=images.image(STEP_IMAGES[name]), install_kfp_package=False)(fn)
+        for name, fn in functions.items()
+    }
+    return Components(**built)

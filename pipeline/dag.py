@@ -1,0 +1,160 @@
+"""The DAG: validate -> convert -> train -> evaluate -> [blessed] push, with cleanup on exit.
+
+```
+exit handler (delete the run's PyTorchJob, whatever happened)
+└── validate ──► validation-gate ──► convert ──► train ──► evaluate ──[blessed]──► push
+    (report,      (fails the run on
+     anomalies)    anomalies: nothing downstream runs, the report stays on validate)
+```
+
+Compile-time choices (`CompileOptions`): image registry and tag (pipeline.images), and how
+pods reach GCS: workload identity (default: nothing in the YAML) or a Secret mounted by name
+through kfp-kubernetes. Everything else is a pipeline parameter a person can change in the UI.
+Caching is keyed on inputs; change `cache_key` (UI) or pass `--no-cache` (CLI) to recompute.
+`kfp dsl compile --py pipeline/dag.py --function recap_pipeline --output recap_pipeline.yaml`
+builds the default variant.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
+from dataclasses import dataclass, field
+from typing import Any
+
+from kfp import dsl
+
+from pipeline.components import STEP_IMAGES, make_components
+from pipeline.images import ImageSettings
+
+PIPELINE_NAME = "recap-heavy-ranker"
+GCS_KEY_MOUNT = "/var/secrets/google"
+
+# step -> (cpu request, cpu limit, memory request, memory limit) of its KFP pod. The training
+# pods' own resources are pipeline parameters (the launcher pod itself is small).
+RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    "validate": ("2", "4", "4Gi", "8Gi"),
+    "convert": ("4", "8", "8Gi", "16Gi"),
+    "train": ("500m", "1", "512Mi", "1Gi"),
+    "evaluate": ("4", "8", "16Gi", "32Gi"),
+    "push": ("500m", "1", "1Gi", "2Gi"),
+    "validation_gate": ("100m", "500m", "128Mi", "256Mi"),
+    "delete_training_job": ("100m", "500m", "256Mi", "512Mi"),
+}
+# Steps whose work is I/O against object storage and safe to repeat get retries.
+RETRIES: dict[str, int] = {"validate": 2, "convert": 2, "evaluate": 2, "push": 3, "delete_training_job": 3}
+# Steps that must run every time: they depend on the run id or have side effects.
+NEVER_CACHED = frozenset({"train", "push", "validation_gate", "delete_training_job"})
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    images: ImageSettings = field(default_factory=ImageSettings)
+    gcs_secret: str = ""  # a Secret with a GCP key as `key.json`; empty = workload identity
+
+
+def _configure(task: Any, step: str, options: CompileOptions, image_tag: Any) -> Any:
+    cpu_req, cpu_lim, mem_req, mem_lim = RESOURCES[step]
+    task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim).set_memory_request(mem_req).set_memory_limit(mem_lim)
+    task.set_container_image(f"{options.images.registry.rstrip('/')}/{STEP_IMAGES[step]}:{image_tag}")
+    if step in RETRIES:
+        task.set_retry(num_retries=RETRIES[step], backoff_duration="30s", backoff_factor=2.0,
+                       backoff_max_duration="600s")
+    if step in NEVER_CACHED:
+        task.set_caching_options(False)
+    if options.gcs_secret:
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_volume(task, secret_name=options.gcs_secret, mount_path=GCS_KEY_MOUNT)
+        task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCS_KEY_MOUNT}/key.json")
+    return task.set_display_name(step.replace("_", "-"))
+
+
+def build_pipeline(options: CompileOptions | None = None) -> Any:
+    """The pipeline function (a KFP GraphComponent) for these compile-time options."""
+    options = options or CompileOptions()
+    ops = make_components(options.images)
+    train_image_repo = f"{options.images.registry.rstrip('/')}/recap-train"
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Train Twitter's Heavy Ranker: validate, convert, train, evaluate, push.")
+    def recap_pipeline(
+        raw_data_uri: str,
+        data_root: str = "",
+        serving_uri: str = "",
+        train_config: str = "configs/prod.yaml",
+        schema: str = "prod",
+        validate_config: str = "",
+        convert_config: str = "",
+        evaluate_config: str = "",
+        reference_stats_uri: str = "",
+        num_workers: int = 1,
+        procs_per_worker: int = 1,
+        gpus_per_worker: int = 0,
+        cpu_per_worker: str = "8",
+        memory_per_worker: str = "32Gi",
+        num_train_steps: int = 0,
+        train_backend: str = "kubernetes",
+        namespace: str = "kubeflow",
+        train_timeout_s: int = 24 * 3600,
+        image_tag: str = options.images.tag,
+        baseline_metrics_uri: str = "",
+        blessing_tolerance: float = 0.005,
+        cache_key: str = "",
+    ) -> None:
+        cleanup = _configure(
+            ops.delete_training_job(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, namespace=namespace,
+                                    backend=train_backend),
+            "delete_training_job", options, image_tag,
+        )
+        with dsl.ExitHandler(cleanup, name="recap"):
+            validated = _configure(
+                ops.validate(raw_data_uri=raw_data_uri, schema=schema, validate_config=validate_config,
+                             reference_stats_uri=reference_stats_uri, cache_key=cache_key),
+                "validate", options, image_tag,
+            )
+            gate = _configure(
+                ops.validation_gate(passed=validated.outputs["passed"], summary=validated.outputs["summary"]),
+                "validation_gate", options, image_tag,
+            )
+            converted = _configure(
+                ops.convert(raw_data_uri=raw_data_uri, schema=schema, convert_config=convert_config,
+                            data_root=data_root, cache_key=cache_key),
+                "convert", options, image_tag,
+            ).after(gate)
+            trained = _configure(
+                ops.train(tfrecords=converted.outputs["tfrecords"], train_config=train_config,
+                          data_root=data_root, backend=train_backend, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                          train_image=f"{train_image_repo}:{image_tag}", namespace=namespace,
+                          num_workers=num_workers, procs_per_worker=procs_per_worker,
+                          gpus_per_worker=gpus_per_worker, cpu_per_worker=cpu_per_worker,
+                          memory_per_worker=memory_per_worker, num_train_steps=num_train_steps,
+                          timeout_s=train_timeout_s, gcs_secret=options.gcs_secret),
+                "train", options, image_tag,
+            )
+            evaluated = _configure(
+                ops.evaluate(model=trained.outputs["model"], tfrecords=converted.outputs["tfrecords"],
+                             evaluate_config=evaluate_config, baseline_metrics_uri=baseline_metrics_uri,
+                             blessing_tolerance=blessing_tolerance),
+                "evaluate", options, image_tag,
+            )
+            with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712
+                _configure(
+                    ops.push(model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
+                             serving_uri=serving_uri, data_root=data_root,
+                             version=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                    "push", options, image_tag,
+                )
+
+    return recap_pipeline
+
+
+def compile_pipeline(output: str, options: CompileOptions | None = None) -> str:
+    """Write the pipeline YAML to `output`; returns the path."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(options), package_path=output)
+    return output
+
+
+# The default variant, for `kfp dsl compile --py pipeline/dag.py --function recap_pipeline`.
+recap_pipeline = build_pipeline()
+
+if __name__ == "__main__":
+    compile_pipeline("recap_pipeline.yaml")

@@ -1,0 +1,119 @@
+"""What KFP component bodies call besides the step functions: where large data lives, the
+artifact bookkeeping, and the push of a blessed model. No `kfp` import (runs in every image).
+
+Large data (TFRecords, checkpoints, the exported model) is written through `storage`
+straight to object storage, never through KFP's artifact copy:
+- with `data_root` empty, under the output artifact's own URI (gs://<pipeline root>/... on a
+  cluster; a local path under kfp.local);
+- with `data_root` set (e.g. gs://bucket/recap), under `<data_root>/<task>-<hash>/<output>`,
+  so consumers do not download it through the KFP launcher, and local runs can use gs://.
+The artifact records the location in `metadata["data_uri"]` and in a small `_LOCATION.json`
+inside the artifact directory (so the KFP launcher always has a local file to upload).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+from components.common import storage
+from components.common.errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
+
+LOCATION_FILE = "_LOCATION.json"
+LATEST_FILE = "LATEST"
+
+
+def data_location(artifact_uri: str, data_root: str) -> str:
+    """Where a step writes the large data behind the output artifact at `artifact_uri`."""
+    if not data_root:
+        return artifact_uri.rstrip("/")
+    parts = artifact_uri.rstrip("/").split("/")
+    task, output = (parts[-2], parts[-1]) if len(parts) >= 2 else ("task", parts[-1])
+    digest = hashlib.sha256(artifact_uri.encode()).hexdigest()[:10]
+    return storage.join(data_root, f"{task}-{digest}", output)
+
+
+def data_uri(artifact: Any) -> str:
+    """The data location of an input artifact (its `data_uri`, else its own URI)."""
+    return str((artifact.metadata or {}).get("data_uri") or artifact.uri).rstrip("/")
+
+
+def record_location(artifact: Any, location: str, **metadata: Any) -> None:
+    """Point the output artifact at `location` (metadata + `_LOCATION.json` in its directory)."""
+    artifact.metadata["data_uri"] = location
+    artifact.metadata.update({k: v for k, v in metadata.items() if v is not None})
+    os.makedirs(artifact.path, exist_ok=True)
+    with open(os.path.join(artifact.path, LOCATION_FILE), "w") as handle:
+        json.dump({"data_uri": location, **metadata}, handle, indent=2, sort_keys=True, default=str)
+
+
+def log_scalars(metrics: Any, values: dict[str, Any]) -> None:
+    """Copy finite numeric values into a KFP Metrics artifact (booleans become 0/1)."""
+    for key, value in sorted(values.items()):
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, int | float) and value == value and abs(value) != float("inf"):
+            metrics.log_metric(key, float(value))
+
+
+def log_classification(artifact: Any, classification: dict[str, Any], task: str = "") -> str:
+    """Log one task's ROC curve and confusion matrix into a KFP ClassificationMetrics artifact.
+
+    KFP shows one curve per artifact: the chosen task (default: the first) is logged, its name
+    recorded in the metadata; every task's curves stay in the evaluation outputs.
+    """
+    if not classification:
+        return ""
+    task = task if task in classification else next(iter(classification))
+    entry = classification[task]
+    roc = entry.get("roc") or []
+    if roc:
+        artifact.log_roc_curve(
+            fpr=[float(p["fpr"]) for p in roc],
+            tpr=[float(p["tpr"]) for p in roc],
+            threshold=[float(min(max(p["threshold"], -1e30), 1e30)) for p in roc],
+        )
+    matrix = entry.get("confusion_matrix") or {}
+    if matrix.get("categories") and matrix.get("matrix"):
+        artifact.log_confusion_matrix(list(matrix["categories"]), [list(map(int, r)) for r in matrix["matrix"]])
+    artifact.metadata["task"] = task
+    return task
+
+
+def copy_file(src_uri: str, local_path: str) -> None:
+    """Put a small output (an HTML report) where KFP expects the artifact's file."""
+    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
+    storage.download(src_uri, local_path)
+
+
+def serving_root(serving_uri: str, data_root: str) -> str:
+    if serving_uri:
+        return serving_uri.rstrip("/")
+    if data_root:
+        return storage.join(data_root, "serving")
+    raise ConfigError("push: set serving_uri (or data_root, which defaults it to <data_root>/serving)")
+
+
+def push_model(model_uri: str, serving_uri: str, version: str, extra: dict[str, Any] | None = None) -> str:
+    """Copy the model to `<serving_uri>/<version>/`, then point `<serving_uri>/LATEST` at it.
+
+    The pointer is written last, so a server polling LATEST never sees a half-copied model.
+    """
+    files = storage.list_uris(model_uri)
+    if not files:
+        raise StorageError(f"{model_uri}: no model files to push")
+    target = storage.join(serving_uri, version)
+    copied = storage.copy_prefix(model_uri, target)
+    pointer = {
+        "version": version, "model_uri": target, "source_uri": model_uri, "files": len(copied),
+        "pushed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {}),
+    }
+    storage.write_json(storage.join(serving_uri, LATEST_FILE), pointer)
+    log.info("pushed %d file(s) %s -> %s; LATEST -> %s", len(copied), model_uri, target, version)
+    return target

@@ -1,0 +1,78 @@
+"""Blessing decisions: baseline tolerance, NaN, floors, and a reason for every task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.common.errors import DataError, StorageError
+from components.evaluate.blessing import bless, read_baseline
+from components.evaluate.config import BlessingConfig
+
+
+def metrics(**aurocs: float | None) -> dict:
+    return {"tasks": {task: {"auroc": auroc, "average_precision": 0.3, "log_loss": 0.4, "rce": 5.0,
+                             "nrce": 5.1, "calibration": 1.01} for task, auroc in aurocs.items()},
+            "ranking": {"gauc": 0.6}}
+
+
+def verdict(blessing, task):
+    return next(v for v in blessing.tasks if v.task == task)
+
+
+def test_blessed_within_tolerance_of_the_baseline() -> None:
+    result = bless(metrics(fav=0.700, reply=0.796), BlessingConfig(), metrics(fav=0.702, reply=0.800))
+    assert result.blessed
+    assert "baseline" in result.reason
+    assert verdict(result, "reply").auroc_delta == pytest.approx(-0.004)
+
+
+def test_refused_when_one_task_drops_more_than_the_tolerance() -> None:
+    result = bless(metrics(fav=0.710, reply=0.790), BlessingConfig(auroc_tolerance=0.005),
+                   metrics(fav=0.700, reply=0.800))
+    assert not result.blessed
+    assert verdict(result, "fav").passed and not verdict(result, "reply").passed
+    assert "reply" in result.reason and "0.0100 below baseline 0.8000" in result.reason
+    assert "fav:" not in result.reason
+
+
+def test_any_nan_metric_refuses_even_without_baseline() -> None:
+    result = bless(metrics(fav=0.7, reply=None), BlessingConfig())
+    assert not result.blessed and "reply: auroc is NaN" in result.reason
+    nan_gauc = metrics(fav=0.7)
+    nan_gauc["ranking"]["gauc"] = None
+    assert not bless(nan_gauc, BlessingConfig()).blessed
+
+
+def test_floors_apply_per_metric_and_per_task() -> None:
+    config = BlessingConfig(floors={"auroc": 0.6}, task_floors={"reply": {"rce": 6.0}})
+    result = bless(metrics(fav=0.65, reply=0.9), config)
+    assert not result.blessed
+    assert verdict(result, "fav").passed
+    assert verdict(result, "reply").reasons == ("rce 5.0000 is below the floor 6.0",)
+    assert bless(metrics(fav=0.65, reply=0.9), BlessingConfig(floors={"auroc": 0.6})).blessed
+
+
+def test_new_task_without_baseline_passes_with_a_note() -> None:
+    result = bless(metrics(fav=0.7, new=0.55), BlessingConfig(), metrics(fav=0.7))
+    assert result.blessed
+    assert verdict(result, "new").reasons == ("no baseline for this task",)
+
+
+def test_without_baseline_or_floors_the_reason_says_only_nan_was_checked() -> None:
+    result = bless(metrics(fav=0.7), BlessingConfig())
+    assert result.blessed and "only NaN checks" in result.reason
+    document = result.to_json()
+    assert json.loads(json.dumps(document, allow_nan=False))["tasks"]["fav"]["passed"] is True
+
+
+def test_read_baseline_accepts_a_file_or_its_directory_and_names_bad_ones(tmp_path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics(fav=0.7)))
+    assert read_baseline(str(tmp_path))["tasks"]["fav"]["auroc"] == 0.7
+    assert read_baseline(str(tmp_path / "metrics.json"))["tasks"]["fav"]["auroc"] == 0.7
+    with pytest.raises(StorageError, match="missing.json: baseline metrics not found"):
+        read_baseline(str(tmp_path / "missing.json"))
+    (tmp_path / "other.json").write_text('{"rows": 3}')
+    with pytest.raises(DataError, match="other.json: not a recap metrics file"):
+        read_baseline(str(tmp_path / "other.json"))

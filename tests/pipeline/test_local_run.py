@@ -1,0 +1,59 @@
+"""The whole DAG on this machine through kfp.local: a corrupted input stops at validation;
+good data on gs:// (the GCS emulator) ends with a blessed, pushed model."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.common import storage
+from components.datagen.generate import generate
+from pipeline.local_run import run_local
+
+pytestmark = pytest.mark.integration
+
+
+def _tree(uri: str) -> list[str]:
+    return storage.list_uris(uri)
+
+
+def test_corrupted_raw_data_stops_at_validation_and_publishes_nothing(tmp_path):
+    raw = str(tmp_path / "raw")
+    result = generate("local", raw, rows=400, files=2, seed=1)
+    victim = result.files[0]
+    data = storage.read_bytes(victim)
+    storage.write_bytes(victim, data[: len(data) // 2])  # a truncated upload
+    root = str(tmp_path / "root")
+
+    run = run_local(raw, root, "configs/local.yaml", num_train_steps=5)
+
+    assert not run.succeeded
+    assert run.failed_tasks[0] == "validation-gate"
+    assert run.validation_passed is False
+    report = open(run.validation_report).read()
+    assert "unreadable_file" in report or "could not be read" in report
+    written = [u for u in _tree(root) if "/kfp/" not in u]
+    assert written == []  # no TFRecords, no checkpoints, no model, no serving copy
+    assert run.model_uri is None and run.blessed is None and run.serving_model_uri is None
+
+
+def test_full_dag_on_gcs_ends_with_a_blessed_pushed_model(gcs_bucket, tmp_path):
+    raw = f"{gcs_bucket}/raw"
+    generate("local", raw, rows=20000, files=2, seed=0)
+    root = f"{gcs_bucket}/recap"
+
+    run = run_local(raw, root, "configs/local.yaml", num_train_steps=60, pipeline_root=str(tmp_path / "kfp"))
+
+    assert run.succeeded, run.failed_tasks
+    assert run.validation_passed is True and run.blessed is True
+    objects = _tree(root)
+    assert any(u.endswith(".tfrecord.gz") or ".tfrecord" in u for u in objects), objects[:10]
+    assert any(u.endswith("train/_MANIFEST.json") for u in objects)
+    assert run.model_uri.startswith(f"{root}/") and storage.list_uris(run.model_uri)
+    latest = storage.read_json(f"{root}/serving/LATEST")
+    assert latest["model_uri"] == run.serving_model_uri
+    assert run.serving_model_uri.startswith(f"{root}/serving/")
+    pushed = {storage.relative_to(u, run.serving_model_uri) for u in storage.list_uris(run.serving_model_uri)}
+    source = {storage.relative_to(u, run.model_uri) for u in storage.list_uris(run.model_uri)}
+    assert pushed == source
+    assert open(run.report).read().lstrip().lower().startswith("<!doctype html")
+    assert storage.read_json(run.metrics)["tasks"]

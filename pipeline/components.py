@@ -142,7 +142,7 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
-) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
+) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str)]):
     """Metrics on the eval split, the HTML report and the blessing against the baseline."""
     import collections
     import os
@@ -163,7 +163,12 @@ def evaluate(
     runtime.log_classification(classification, storage.read_json(f"{evaluation.path}/classification.json"))
     runtime.copy_file(f"{evaluation.path}/report.html", report.path)
     evaluation.metadata.update({"blessed": result.blessed, "examples": result.examples})
-    return collections.namedtuple("EvaluateOutputs", ["blessed"])(result.blessed)
+    return collections.namedtuple("EvaluateOutputs", ["blessed", "reason"])(result.blessed, result.blessing.reason)
+
+
+def not_blessed(reason: str) -> None:
+    """The other branch of the blessing: say in the run why nothing was pushed."""
+    print(f"model not blessed, not pushed: {reason}")
 
 
 def push(
@@ -193,6 +198,7 @@ class Components:
     train: object
     delete_training_job: object
     evaluate: object
+    not_blessed: object
     push: object
 
 
@@ -204,6 +210,7 @@ STEP_IMAGES = {
     "train": "recap-launch",
     "delete_training_job": "recap-launch",
     "evaluate": "recap-evaluate",
+    "not_blessed": "recap-launch",
     "push": "recap-launch",
 }
 
@@ -212,7 +219,7 @@ def make_components(images: ImageSettings) -> Components:
     """The KFP components with their images from one settings place."""
     functions = {
         "validate": validate, "validation_gate": validation_gate, "convert": convert, "train": train,
-        "delete_training_job": delete_training_job, "evaluate": evaluate, "push": push,
+        "delete_training_job": delete_training_job, "evaluate": evaluate, "not_blessed": not_blessed, "push": push,
     }
     built = {
         name: dsl.component(base_image=images.image(STEP_IMAGES[name]), install_kfp_package=False)(fn)

@@ -3,6 +3,7 @@
 ```
 exit handler (delete the run's PyTorchJob, whatever happened)
 └── validate ──► validation-gate ──► convert ──► train ──► evaluate ──[blessed]──► push
+                                                                    └─[else]───► not-blessed
     (report,      (fails the run on
      anomalies)    anomalies: nothing downstream runs, the report stays on validate)
 ```
@@ -35,13 +36,14 @@ RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "train": ("500m", "1", "512Mi", "1Gi"),
     "evaluate": ("4", "8", "16Gi", "32Gi"),
     "push": ("500m", "1", "1Gi", "2Gi"),
+    "not_blessed": ("100m", "500m", "128Mi", "256Mi"),
     "validation_gate": ("100m", "500m", "128Mi", "256Mi"),
     "delete_training_job": ("100m", "500m", "256Mi", "512Mi"),
 }
 # Steps whose work is I/O against object storage and safe to repeat get retries.
 RETRIES: dict[str, int] = {"validate": 2, "convert": 2, "evaluate": 2, "push": 3, "delete_training_job": 3}
 # Steps that must run every time: they depend on the run id or have side effects.
-NEVER_CACHED = frozenset({"train", "push", "validation_gate", "delete_training_job"})
+NEVER_CACHED = frozenset({"train", "push", "not_blessed", "validation_gate", "delete_training_job"})
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,10 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
                              version=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                     "push", options, image_tag,
                 )
+            # The Else branch also works around kfp.local (2.17) skipping an If without Else
+            # whose condition reads a task output.
+            with dsl.Else(name="not-blessed"):
+                _configure(ops.not_blessed(reason=evaluated.outputs["reason"]), "not_blessed", options, image_tag)
 
     return recap_pipeline
 

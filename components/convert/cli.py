@@ -19,13 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-key", default="user_id", help="ID column hashed to pick the split")
     parser.add_argument("--shards", type=int, default=4, help="shards per split (>= training ranks)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    parser.add_argument("--compression-level", type=int, default=6, help="gzip level 0-9")
+    parser.add_argument("--compressor", choices=["auto", "isal", "zlib"], default="auto",
+                        help="gzip implementation (auto: isal when installed, else zlib)")
+    parser.add_argument("--compression-level", type=int, default=None, help="isal 0-3 (default 1), zlib 0-9 (default 6)")
 
 
 def run(args: argparse.Namespace) -> int:
     values = {
         "eval_fraction": args.eval_fraction, "split_key": args.split_key, "shards": args.shards,
-        "compression_level": args.compression_level, "progress_bar": sys.stderr.isatty(),
+        "compressor": args.compressor, "compression_level": args.compression_level, "progress_bar": sys.stderr.isatty(),
     }
     if args.workers is not None:
         values["workers"] = args.workers

@@ -10,6 +10,7 @@ Order of events, so that nothing half-written is ever consumed:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing as mp
 import os
@@ -17,13 +18,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.common import storage
 from components.common.config import StrictModel
-from components.common.errors import DataError, RecapError
+from components.common.errors import ConfigError, DataError, RecapError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, ManifestFile, manifest_uri, write_manifest
 from components.common.schema import Schema
@@ -43,9 +44,27 @@ class ConvertSettings(StrictModel):
     split_key: str = "user_id"
     shards: int = Field(default=4, ge=1, le=99_999)
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
-    compression_level: int = Field(default=6, ge=0, le=9)
+    compressor: Literal["auto", "isal", "zlib"] = "auto"  # auto: isal when installed
+    compression_level: int | None = Field(default=None, ge=0, le=9)  # None: isal 1, zlib 6
     batch_rows: int = Field(default=256, ge=1)
     progress_bar: bool = False
+
+    @model_validator(mode="after")
+    def _level_fits_backend(self) -> ConvertSettings:
+        if self.compressor == "isal" and self.compression_level is not None and self.compression_level > 3:
+            raise ValueError(f"compression_level: isal levels are 0-3, got {self.compression_level}")
+        return self
+
+    def resolved_compression(self) -> tuple[str, int]:
+        """(backend, level) this run uses."""
+        backend = self.compressor
+        if backend == "auto":
+            backend = "isal" if importlib.util.find_spec("isal") is not None else "zlib"
+        if backend == "isal" and importlib.util.find_spec("isal") is None:
+            raise ConfigError("compressor isal: the `isal` package is not installed (use zlib)")
+        default = 1 if backend == "isal" else 6
+        level = default if self.compression_level is None else self.compression_level
+        return backend, level
 
 
 @dataclass(frozen=True)
@@ -209,13 +228,13 @@ def run(input_uri: str, out_uri: str, schema: Schema, settings: ConvertSettings 
     rows = plan.file_rows(files, schema)
     tasks = plan.plan_tasks(files, rows, settings.shards, out_uri)
     total = sum(rows)
-    log.info("convert %s", format_metrics(input=input_uri, files=len(files), rows=total,
-                                          shards=settings.shards, workers=settings.workers))
+    backend, level = settings.resolved_compression()
+    log.info("convert %s", format_metrics(input=input_uri, files=len(files), rows=total, shards=settings.shards,
+                                          workers=settings.workers, compressor=f"{backend}-{level}"))
     for split in plan.SPLITS:
         clear_split(storage.join(out_uri, split))
     jobs = [
-        ShardJob(task, schema, split_spec.column, settings.eval_fraction,
-                 settings.compression_level, settings.batch_rows)
+        ShardJob(task, schema, split_spec.column, settings.eval_fraction, backend, level, settings.batch_rows)
         for task in tasks
     ]
     outputs = _run_jobs(jobs, settings.workers, total, settings.progress_bar)
@@ -231,7 +250,7 @@ def _publish(out_uri: str, input_uri: str, schema: Schema, settings: ConvertSett
         extra = {
             "split": split, "schema": schema.name, "eval_fraction": settings.eval_fraction,
             "split_key": settings.split_key, "compression": "GZIP", "source": input_uri,
-            "shards": settings.shards,
+            "shards": settings.shards, "compressor": "-".join(map(str, settings.resolved_compression())),
         }
         manifests[split] = write_manifest(split_uri, MANIFEST_KIND, schema.hash, entries, extra)
         manifest_uris[split] = manifest_uri(split_uri)

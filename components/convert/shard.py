@@ -10,6 +10,7 @@ import contextlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,8 @@ from components.common.schema import FeatureSpec, Schema
 from components.convert.example_wire import ExampleEncoder
 from components.convert.plan import SPLITS, FileSlice, ShardTask, eval_mask
 
-GZIP_WBITS = 31  # zlib with a gzip header whose mtime is 0: byte-identical output on rerun
+GZIP_WBITS = 31  # deflate with a gzip header whose mtime is 0: byte-identical output on rerun
+COMPRESS_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ShardJob:
     schema: Schema
     split_column: str
     eval_fraction: float
+    compressor: str  # "isal" or "zlib"
     compression_level: int
     batch_rows: int
 
@@ -93,20 +96,46 @@ def _iter_slice(piece: FileSlice, columns: list[str], batch_rows: int):
                 return
 
 
-class _SplitWriter:
-    """A gzip TFRecord stream into one shard file."""
+def gzip_compressor(backend: str, level: int) -> Any:
+    """A gzip-framed deflate stream (mtime 0, so reruns are byte-identical).
 
-    def __init__(self, stack: contextlib.ExitStack, uri: str, level: int) -> None:
+    `isal` (Intel ISA-L) compresses random-ish float data ~10-20x faster than zlib at a
+    slightly better ratio; both write standard gzip that TensorFlow reads.
+    """
+    if backend == "isal":
+        from isal import isal_zlib
+
+        return isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
+    return zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+
+
+class _SplitWriter:
+    """A gzip TFRecord stream into one shard file.
+
+    Input is compressed in fixed-size chunks, so the output depends only on the record bytes,
+    not on how rows arrived (ISA-L's output, unlike zlib's, depends on call boundaries).
+    """
+
+    def __init__(self, stack: contextlib.ExitStack, uri: str, backend: str, level: int) -> None:
         self.uri = uri
         self.out = stack.enter_context(storage.open_write(uri))
-        self.compressor = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+        self.compressor = gzip_compressor(backend, level)
+        self.pending = bytearray()
         self.records = 0
 
     def write(self, framed: bytes, count: int) -> None:
-        self.out.write(self.compressor.compress(framed))
+        self.pending += framed
         self.records += count
+        if len(self.pending) >= COMPRESS_CHUNK_BYTES:
+            whole = len(self.pending) - len(self.pending) % COMPRESS_CHUNK_BYTES
+            view = memoryview(self.pending)
+            for start in range(0, whole, COMPRESS_CHUNK_BYTES):
+                self.out.write(self.compressor.compress(view[start : start + COMPRESS_CHUNK_BYTES]))
+            view.release()
+            del self.pending[:whole]
 
     def close(self) -> None:
+        self.out.write(self.compressor.compress(bytes(self.pending)))
         self.out.write(self.compressor.flush())
 
 
@@ -118,7 +147,7 @@ def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
     key_spec = next(s for s in schema.features if s.column == job.split_column)
     rows_done = 0
     with contextlib.ExitStack() as stack:
-        writers = {split: _SplitWriter(stack, task.outputs[split], job.compression_level) for split in SPLITS}
+        writers = {split: _SplitWriter(stack, task.outputs[split], job.compressor, job.compression_level) for split in SPLITS}
         for piece in task.slices:
             for first_row, batch in _iter_slice(piece, columns, job.batch_rows):
                 values = {spec.name: column_values(batch, spec, piece.uri, first_row) for spec in schema.features}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,13 @@ class _FileRead:
     decoded_bytes: int = 0
 
 
+def _batches(parquet: pq.ParquetFile, batch_rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Record batches one row group at a time: one reader over a whole file buffers far
+    more than a row group (its peak grew with the file), this one stays flat."""
+    for group in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+
+
 def _read_file(uri: str, schema: Schema, accumulators: dict, config: ValidationConfig, findings: Findings,
                expected: ManifestFile | None, columns_read: set[str], throughput: Throughput) -> _FileRead:
     """Stream one file's record batches into the accumulators; problems become findings."""
@@ -102,7 +110,7 @@ def _read_file(uri: str, schema: Schema, accumulators: dict, config: ValidationC
             return result
         columns_read.update(plans)
         try:
-            for batch in parquet.iter_batches(batch_size=config.batch_rows, columns=list(plans)):
+            for batch in _batches(parquet, config.batch_rows, list(plans)):
                 for name, plan in plans.items():
                     where = Where(uri, result.rows, findings)
                     block = column_block(batch.column(name), plan, where, accumulators[name])

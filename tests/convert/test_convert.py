@@ -86,12 +86,17 @@ def test_split_is_a_pure_function_of_the_key():
     assert not (mask & ~eval_mask(keys, 0.5)).any()
 
 
-def test_same_input_gives_byte_identical_shards_whatever_the_worker_count(tmp_path):
+@pytest.mark.parametrize("compressor", ["zlib", "isal"])
+def test_same_input_gives_byte_identical_shards_whatever_the_worker_count(tmp_path, compressor):
+    if compressor == "isal":
+        pytest.importorskip("isal")
     raw = str(tmp_path / "raw")
     write_raw(SCHEMA, raw, rows=400, files=2, row_group_size=30)
     outputs = []
-    for name, workers in (("one", 1), ("two", 2), ("again", 1)):
-        result = run(raw, str(tmp_path / name), SCHEMA, ConvertSettings(shards=4, workers=workers))
+    for name, workers, batch_rows in (("one", 1, 256), ("two", 2, 256), ("again", 1, 7)):
+        settings = ConvertSettings(shards=4, workers=workers, compressor=compressor, batch_rows=batch_rows)
+        result = run(raw, str(tmp_path / name), SCHEMA, settings)
+        assert result.manifests["train"].extra["compressor"].startswith(compressor)
         outputs.append({
             f"{split}/{Path(uri).name}": Path(uri).read_bytes()
             for split in ("train", "eval") for uri in result.shard_uris[split]

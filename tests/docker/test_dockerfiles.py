@@ -52,7 +52,7 @@ def image_name(tag: str) -> str:
 
 
 def test_there_is_a_dockerfile_and_its_own_ignore_file():
-    assert dockerfiles() == [DOCKERFILE]
+    assert dockerfiles() == [DOCKERFILE], "one multi-target Dockerfile; a second one needs its own .dockerignore"
     assert IGNORE_FILE.is_file()
     assert not (REPO / ".dockerignore").exists(), "the top level is fixed; use docker/Dockerfile.dockerignore"
 
@@ -168,12 +168,11 @@ def test_image_runs_as_non_root_with_labels_and_configs(image, targets, stages):
 
 
 def test_images_hold_no_secrets(stages):
-    text = DOCKERFILE.read_text()
+    """No credential is baked in through ENV/ARG/LABEL (files are kept out by the ignore file)."""
     for stage in stages.values():
         for keyword, rest in stage.instructions:
             if keyword in ("ENV", "ARG", "LABEL"):
                 assert not re.search(r"(?i)(password|secret|token|api_?key|credential)", rest), f"{stage.name}: {rest}"
-    assert "--mount=type=secret" not in text or "id=" in text
 
 
 # ------------------------------------------------------------------------------ versions

@@ -1,10 +1,14 @@
 """Conversion and reader benchmark on prod-shaped rows (configs/schema/prod.yaml), in one run.
 
 (a) naive: one `tf.train.Example` per row + `tf.io.TFRecordWriter(..., "GZIP")`;
-(b) gzip alone (level 6) over the very bytes we write: the floor no writer can beat;
-(c) ours (`components.convert.run`, Parquet in, shards + manifests out) with 1 and 2 workers;
-(d) our reader (`read_batches`, gzip read + parse + torch batches) on the converted shards.
-Rows are random prod-shaped rows. The machine is shared, so the ratios are the result.
+(b) gzip alone over the very bytes we write (zlib level 6, TF's default; and isal level 1,
+    what ours uses when installed): the floor for a writer using that compressor;
+(c) ours (`components.convert.run`, Parquet in, shards + manifests out) with zlib, and with
+    the default compressor on 1 and 2 workers;
+(d) our reader (`read_batches`: gzip read + parse + torch batches) against plain tf.data
+    (interleave, batch, `tf.io.parse_example`, prefetch) over the same shards.
+Each path reports wall rows/s and rows per CPU-second (CPU of this process and its
+workers): the machine is shared, so wall rates swing with the load; compare ratios.
 
 `python -m benchmarks.bench_convert [--rows N]` prints a markdown table and writes results/convert.md.
 """
@@ -15,9 +19,9 @@ import argparse
 import itertools
 import os
 import platform
+import resource
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +69,36 @@ def iter_blocks(schema, path: Path, limit: int, block: int = 256):
             return
 
 
-def bench_naive(schema, path: Path, rows: int, out: Path) -> float:
+class Measured:
+    """Rows, wall seconds and CPU seconds (this process plus joined children) of one run."""
+
+    def __init__(self, rows: int, wall: float, cpu: float) -> None:
+        self.rows, self.wall, self.cpu = rows, wall, cpu
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.wall
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.rows / max(self.cpu, 1e-9)
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(fn) -> Measured:
+    """Time `fn() -> rows` (it may set up untimed work and return (rows, seconds_to_subtract))."""
+    cpu, start = _cpu(), time.perf_counter()
+    rows = fn()
+    return Measured(rows, time.perf_counter() - start, _cpu() - cpu)
+
+
+def naive(schema, path: Path, rows: int, out: Path) -> int:
     import tensorflow as tf
 
-    start = time.perf_counter()
     with tf.io.TFRecordWriter(str(out), "GZIP") as writer:
         for n, columns in iter_blocks(schema, path, rows):
             for row in range(n):
@@ -81,93 +111,162 @@ def bench_naive(schema, path: Path, rows: int, out: Path) -> float:
                     else:
                         feature.int64_list.value.extend(values.tolist())
                 writer.write(example.SerializeToString())
-    return rows / (time.perf_counter() - start)
+    return rows
 
 
-def bench_gzip_floor(schema, path: Path, rows: int, level: int) -> tuple[float, float]:
-    """Rows/s of zlib alone over our framed bytes (prepared untimed); and the compression ratio."""
+def framed_bytes(schema, path: Path, rows: int) -> bytes:
+    """What our writer compresses, prepared untimed for the gzip-alone floor."""
     from components.convert.example_wire import ExampleEncoder
 
     encoder = ExampleEncoder(schema)
-    chunks = [encoder.records(columns, n) for n, columns in iter_blocks(schema, path, rows)]
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
-    start = time.perf_counter()
-    size = sum(len(compressor.compress(chunk)) for chunk in chunks) + len(compressor.flush())
-    seconds = time.perf_counter() - start
-    return rows / seconds, size / sum(len(c) for c in chunks)
+    return b"".join(encoder.records(columns, n) for n, columns in iter_blocks(schema, path, rows))
 
 
-def bench_ours(schema, raw: Path, out: Path, workers: int, shards: int) -> float:
+def gzip_alone(data: bytes, rows: int, backend: str, level: int, sizes: dict) -> int:
+    from components.convert.shard import COMPRESS_CHUNK_BYTES, gzip_compressor
+
+    view, compressor = memoryview(data), gzip_compressor(backend, level)
+    size = sum(len(compressor.compress(view[i : i + COMPRESS_CHUNK_BYTES]))
+               for i in range(0, len(data), COMPRESS_CHUNK_BYTES))
+    sizes[backend] = (size + len(compressor.flush())) / len(data)
+    return rows
+
+
+def ours(schema, raw: Path, out: Path, workers: int, backend: str) -> int:
     from components.convert import ConvertSettings, run
 
-    result = run(str(raw), str(out), schema, ConvertSettings(workers=workers, shards=shards, eval_fraction=0.1))
-    return result.rows_per_s
+    settings = ConvertSettings(workers=workers, shards=4, eval_fraction=0.1, compressor=backend)
+    return run(str(raw), str(out), schema, settings).rows
 
 
-def bench_reader(schema, split: str, rows: int, batch_size: int = 512) -> float:
+def _timed_batches(batches, rows: int) -> Measured:
+    for _ in itertools.islice(batches, 3):  # warm up: graph tracing, thread pools, first shards
+        pass
+    cpu, start, seen = _cpu(), time.perf_counter(), 0
+    for size in batches:
+        seen += size
+        if seen >= rows:
+            break
+    return Measured(seen, time.perf_counter() - start, _cpu() - cpu)
+
+
+def reader_ours(schema, split: str, rows: int, batch_size: int = 512) -> Measured:
     from components.train.reader import ReaderOptions, read_batches
 
     batches = read_batches(split, schema, ReaderOptions(batch_size=batch_size, repeat=True))
-    for _ in itertools.islice(batches, 3):  # warm up: TF graph tracing, thread pools
-        pass
-    start, seen = time.perf_counter(), 0
-    for batch in batches:
-        seen += batch.batch_size
-        if seen >= rows:
-            break
-    rate = seen / (time.perf_counter() - start)
+    result = _timed_batches((b.batch_size for b in batches), rows)
     batches.close()
-    return rate
+    return result
 
 
-def best(fn, repeats: int) -> float:
-    return max(fn() for _ in range(repeats))
+def reader_plain_tf_data(schema, split: str, rows: int, batch_size: int = 512) -> Measured:
+    import tensorflow as tf
+
+    from components.common.manifest import read_manifest
+
+    manifest, directory = read_manifest(split)
+    spec = schema.tf_feature_spec()
+    files = tf.data.Dataset.from_tensor_slices(manifest.uris(directory)).shuffle(64).repeat()
+    records = files.interleave(lambda f: tf.data.TFRecordDataset(f, "GZIP", buffer_size=1 << 20),
+                               cycle_length=4, num_parallel_calls=4)
+    parsed = records.batch(batch_size).map(lambda r: tf.io.parse_example(r, spec),
+                                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return _timed_batches((int(b[next(iter(spec))].shape[0]) for b in parsed), rows)
+
+
+def best(runs: list[Measured]) -> Measured:
+    return max(runs, key=lambda m: m.rate)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=6000, help="prod-shaped rows converted by ours")
-    parser.add_argument("--naive-rows", type=int, default=1500, help="rows for the (slow) naive path")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for each measurement")
+    parser.add_argument("--rows", type=int, default=24000, help="rows for ours with isal, and the reader")
+    parser.add_argument("--small-rows", type=int, default=2500, help="rows for the zlib paths (slow)")
+    parser.add_argument("--naive-rows", type=int, default=1200, help="rows for the (slow) naive path")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N (runs interleaved)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # imported (and initialised) before anything is timed
+
     from components.common.schema import load_schema
+    from components.convert import ConvertSettings
+
+    tf.constant(0)
 
     schema = load_schema("prod")
+    fast = ConvertSettings().resolved_compression()[0]  # what `recap convert` uses by default here
+    fast_level = 1 if fast == "isal" else 6
+    runs: dict[str, list[Measured]] = {}
+
+    def record(name: str, fn) -> None:
+        runs.setdefault(name, []).append(measure(fn))
+
+    sizes: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
         root = Path(tmp)
-        (root / "raw").mkdir()
-        raw = root / "raw" / "part-00000.parquet"
-        write_prod_rows(schema, raw, args.rows)
-        naive = best(lambda: bench_naive(schema, raw, args.naive_rows, root / "naive.tfrecord.gz"), args.repeats)
-        floor, ratio = bench_gzip_floor(schema, raw, args.rows, 6)
-        floor = max([floor] + [bench_gzip_floor(schema, raw, args.rows, 6)[0] for _ in range(args.repeats - 1)])
-        ours1 = best(lambda: bench_ours(schema, root / "raw", root / "out1", workers=1, shards=4), args.repeats)
-        ours2 = best(lambda: bench_ours(schema, root / "raw", root / "out2", workers=2, shards=4), args.repeats)
-        reader = best(lambda: bench_reader(schema, str(root / "out1" / "train"), 3 * args.rows), args.repeats)
-    rows = [
-        ("(a) naive: tf.train.Example per row + TFRecordWriter GZIP", naive, "", ""),
-        ("(b) gzip level 6 alone on the same bytes (floor)", floor, "", ""),
-        ("(c) ours, 1 worker", ours1, f"{ours1 / naive:.2f}x naive; {ours1 / floor:.0%} of gzip alone",
-         ">= 3x naive, >= 85% of gzip alone"),
-        ("(c) ours, 2 workers", ours2, f"{ours2 / ours1:.2f}x one worker", ">= 1.7x one worker"),
-        ("(d) reader: gzip read + parse + torch batches", reader, "", ">= 9,000 rows/s on 2 cores"),
+        for name, count in (("small", args.small_rows), ("big", args.rows)):
+            (root / name).mkdir()
+            write_prod_rows(schema, root / name / "part-00000.parquet", count)
+        small = root / "small" / "part-00000.parquet"
+        source = root / ("big" if fast == "isal" else "small")
+        fast_rows = args.rows if fast == "isal" else args.small_rows
+        data = framed_bytes(schema, small, args.small_rows)
+        for _ in range(args.repeats):
+            record("naive", lambda: naive(schema, small, args.naive_rows, root / "naive.tfrecord.gz"))
+            for backend, level in sorted({("zlib", 6), (fast, fast_level)}):
+                record(f"alone-{backend}", lambda b=backend, lv=level: gzip_alone(data, args.small_rows, b, lv, sizes))
+            record("ours-zlib", lambda: ours(schema, root / "small", root / "out-zlib", 1, "zlib"))
+            record("ours-1", lambda: ours(schema, source, root / "out1", 1, fast))
+            record("ours-2", lambda: ours(schema, source, root / "out2", 2, fast))
+        split = str(root / "out1" / "train")
+        for _ in range(args.repeats):
+            runs.setdefault("tf.data", []).append(reader_plain_tf_data(schema, split, 2 * fast_rows))
+            runs.setdefault("reader", []).append(reader_ours(schema, split, 2 * fast_rows))
+    m = {name: best(values) for name, values in runs.items()}
+    base = m["naive"]
+    floor = m[f"alone-{fast}"]
+
+    def line(label: str, key: str, note: str = "", target: str = "") -> str:
+        r = m[key]
+        return (f"| {label} | {r.rate:,.0f} | {r.cpu_rate:,.0f} | {r.rate / base.rate:.2f}x "
+                f"| {note} | {target} |")
+
+    lines = [
+        line("(a) naive: tf.train.Example per row + TFRecordWriter GZIP (zlib 6)", "naive"),
+        line("(b) zlib level 6 alone on the same bytes", "alone-zlib", f"size ratio {sizes['zlib']:.3f}"),
     ]
-    table = [
+    if fast != "zlib":
+        lines.append(line(f"(b) {fast} level {fast_level} alone on the same bytes", f"alone-{fast}",
+                          f"size ratio {sizes[fast]:.3f}"))
+    lines += [
+        line("(c) ours, zlib 6, 1 worker", "ours-zlib", f"{m['ours-zlib'].rate / m['alone-zlib'].rate:.0%} of zlib alone"),
+        line(f"(c) ours, {fast} {fast_level} (default), 1 worker", "ours-1",
+             f"{m['ours-1'].rate / m['alone-zlib'].rate:.0%} of zlib-6 alone, "
+             f"{m['ours-1'].rate / floor.rate:.0%} of {fast} alone",
+             ">= 3x naive; >= 85% of gzip alone"),
+        line(f"(c) ours, {fast} {fast_level} (default), 2 workers", "ours-2",
+             f"{m['ours-2'].rate / m['ours-1'].rate:.2f}x one worker", ">= 1.7x one worker"),
+        line("(d) plain tf.data: interleave, batch, parse_example", "tf.data"),
+        line("(d) our reader: + verification, packing, torch batches, KJT", "reader",
+             f"{m['reader'].rate / m['tf.data'].rate:.0%} of plain tf.data", ">= 9,000 rows/s on 2 cores"),
+    ]
+    text = "\n".join([
         "## Convert and reader (prod-shaped rows)",
         "",
-        f"{args.rows} random prod-shaped rows (6000 continuous, 512 binary, 320 discrete, 3x200 embeddings, "
-        f"IDs, 13 labels; ~{28.7:.1f} KB serialized, gzip ratio {ratio:.2f}); naive path on "
-        f"{args.naive_rows} rows; best of {args.repeats}. {platform.machine()}, {os.cpu_count()} cores, shared machine. "
-        "Ours includes reading Parquet, splitting, writing shards and manifests.",
+        "Random prod-shaped rows (6000 continuous, 512 binary, 320 discrete, 3x200 embeddings, IDs, "
+        "13 labels; ~28.7 KB per serialized Example). Ours = `components.convert.run` end to end "
+        "(Parquet in, split, shards and manifests out, worker start-up included). "
+        f"Rows: naive {args.naive_rows}, zlib paths {args.small_rows}, ours with {fast} {fast_rows}, "
+        f"reader {2 * fast_rows} per run; best of {args.repeats} interleaved runs. "
+        f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at the end "
+        f"{os.getloadavg()[0]:.1f}): wall rates swing with the load, CPU rates much less.",
         "",
-        "| path | rows/s | ratio | target |",
-        "|---|---:|---|---|",
-        *(f"| {name} | {rate:,.0f} | {ratio_text} | {target} |" for name, rate, ratio_text, target in rows),
+        "| path | rows/s (wall) | rows per CPU-s | vs naive | note | target |",
+        "|---|---:|---:|---:|---|---|",
+        *lines,
         "",
-        "`python -m benchmarks.bench_convert` (about 1-2 minutes).",
-    ]
-    text = "\n".join(table) + "\n"
+        "`python -m benchmarks.bench_convert` (2-3 minutes).",
+    ]) + "\n"
     print(text)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(text)

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from typing import Any
 
+from components.common.config import repo_configs_dir
 from components.common.errors import EXIT_CHECK_FAILED, ConfigError
 
 DEFAULT_OUTPUT = "recap_pipeline.yaml"
@@ -52,7 +55,8 @@ def run_compile(args: argparse.Namespace) -> int:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", required=True, help="raw Parquet directory (local path or gs://)")
     parser.add_argument("--root", required=True, help="data/output root for TFRecords, checkpoints, models")
-    parser.add_argument("--train-config", default="configs/local.yaml", help="trainer YAML")
+    parser.add_argument("--train-config", default=str(repo_configs_dir() / "local.yaml"),
+                        help="trainer YAML (default: the bundled configs/local.yaml)")
     parser.add_argument("--schema", default="local", help="schema variant or YAML (default: local)")
     parser.add_argument("--num-workers", type=int, default=1, help="simulated nodes (torchrun agents)")
     parser.add_argument("--procs-per-worker", type=int, default=1, help="processes per node")
@@ -68,13 +72,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_run(args: argparse.Namespace) -> int:
     from pipeline.local_run import run_local
 
-    result = run_local(
-        args.raw, args.root, args.train_config, schema=args.schema, num_workers=args.num_workers,
-        procs_per_worker=args.procs_per_worker, num_train_steps=args.num_train_steps,
-        baseline_metrics_uri=args.baseline_metrics_uri, blessing_tolerance=args.blessing_tolerance,
-        serving_uri=args.serving_uri, pipeline_root=args.pipeline_root, enable_caching=args.cache,
-        extra_params=parse_params(args.param, _parameter_types()),
-    )
+    # kfp.local echoes every step's output to stdout; send it to stderr, keep stdout for the result JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_local(
+            args.raw, args.root, args.train_config, schema=args.schema, num_workers=args.num_workers,
+            procs_per_worker=args.procs_per_worker, num_train_steps=args.num_train_steps,
+            baseline_metrics_uri=args.baseline_metrics_uri, blessing_tolerance=args.blessing_tolerance,
+            serving_uri=args.serving_uri, pipeline_root=args.pipeline_root, enable_caching=args.cache,
+            extra_params=parse_params(args.param, _parameter_types()),
+        )
     print(json.dumps(result.to_json(), indent=2))
     return 0 if result.succeeded else EXIT_CHECK_FAILED
 
@@ -100,16 +106,38 @@ def run_submit(args: argparse.Namespace) -> int:
     from pipeline.dag import compile_pipeline
 
     params = parse_params(args.param, _parameter_types())
-    with tempfile.TemporaryDirectory() as tmp:
+    # kfp.Client prints its own links; keep stdout to the one run URL so CI can capture it.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         package = args.package or compile_pipeline(os.path.join(tmp, DEFAULT_OUTPUT), _options(args))
+        if args.no_cache:
+            package = without_caching(package, os.path.join(tmp, "no-cache.yaml"))
         client = kfp.Client(host=args.host, namespace=args.namespace)
         run = client.create_run_from_pipeline_package(
             package, arguments=params, run_name=args.run_name, experiment_name=args.experiment,
             namespace=args.namespace, service_account=args.service_account,
-            enable_caching=False if args.no_cache else None,
         )
     print(run_url(args.host, run.run_id))
     return 0
+
+
+def without_caching(package: str, output: str) -> str:
+    """A copy of the pipeline YAML with caching off in every task, sub-DAGs included.
+
+    kfp.Client(enable_caching=False) only rewrites the root DAG's tasks, and every step of
+    ours sits inside the exit handler's sub-DAG, so it would silently keep caching.
+    """
+    import yaml
+
+    with open(package) as handle:
+        docs = [doc for doc in yaml.safe_load_all(handle) if doc]
+    spec = docs[0]
+    dags = [spec["root"].get("dag", {})] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
+    for dag in dags:
+        for task in dag.get("tasks", {}).values():
+            task["cachingOptions"] = {"enableCache": False}
+    with open(output, "w") as handle:
+        yaml.safe_dump_all(docs, handle, sort_keys=False)
+    return output
 
 
 def run_url(host: str, run_id: str) -> str:

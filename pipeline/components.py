@@ -39,8 +39,7 @@ def validate(
     runtime.copy_file(result.report_uri, report.path)
     runtime.log_scalars(metrics, result.metrics)
     statistics.metadata.update({"rows": result.rows, "files": result.files, "input": raw_data_uri})
-    errors = [f"{a.code} {a.column or ''}: {a.message}" for a in result.errors]
-    summary = f"{len(errors)} validation error(s) in {raw_data_uri}:\n" + "\n".join(errors[:20]) if errors else "ok"
+    summary = runtime.anomaly_summary(result.errors, raw_data_uri)
     return collections.namedtuple("ValidateOutputs", ["passed", "summary"])(not result.has_errors, summary)
 
 
@@ -94,6 +93,7 @@ def train(
     timeout_s: int,
     gcs_secret: str,
     model: Output[Model],
+    poll_interval_s: float = 15.0,
 ):
     """Launch training (PyTorchJob or local torchrun) and record the exported model's location."""
     from components.common.logs import setup_logging
@@ -112,7 +112,7 @@ def train(
     spec = LaunchSpec(
         job_name=job_name(run_id), image=train_image, namespace=namespace, num_workers=num_workers,
         procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker, cpu=cpu_per_worker,
-        memory=memory_per_worker, timeout_s=float(timeout_s), gcs_secret=gcs_secret,
+        memory=memory_per_worker, timeout_s=float(timeout_s), gcs_secret=gcs_secret, poll_interval_s=poll_interval_s,
     )
     result = launch(spec, args, backend=backend)
     model.metadata["framework"] = "pytorch"

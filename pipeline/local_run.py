@@ -144,6 +144,7 @@ def run_local(
 
     from pipeline.dag import PIPELINE_NAME, compile_pipeline
 
+    raw_uri, root_uri = (u if storage.is_gcs(u) else str(Path(u).resolve()) for u in (raw_uri, root_uri))
     kfp_root = _local_pipeline_root(root_uri, pipeline_root)
     os.makedirs(kfp_root, exist_ok=True)
     package = compile_pipeline(os.path.join(kfp_root, "recap_pipeline.yaml"))

@@ -86,6 +86,15 @@ def log_classification(artifact: Any, classification: dict[str, Any], task: str 
     return task
 
 
+def anomaly_summary(errors: list[Any], raw_uri: str, limit: int = 20) -> str:
+    """The validation errors as the message a failed run shows (`ok` when there are none)."""
+    if not errors:
+        return "ok"
+    lines = [f"{a.code} {a.column or '-'}: {a.message}" for a in errors[:limit]]
+    more = [f"... and {len(errors) - limit} more"] if len(errors) > limit else []
+    return "\n".join([f"{len(errors)} validation error(s) in {raw_uri}:", *lines, *more])
+
+
 def copy_file(src_uri: str, local_path: str) -> None:
     """Put a small output (an HTML report) where KFP expects the artifact's file."""
     os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)

@@ -8,7 +8,8 @@ import sys
 from components.common.config import format_validation_error
 from components.common.errors import ConfigError
 from components.common.schema import load_schema
-from components.convert.convert import ConvertSettings, run as convert
+from components.convert.convert import ConvertSettings
+from components.convert.convert import run as convert
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -73,7 +73,10 @@ def column_values(batch: pa.RecordBatch, spec: FeatureSpec, uri: str, first_row:
 
 
 def _iter_slice(piece: FileSlice, columns: list[str], batch_rows: int):
-    """Record batches covering rows [start, stop) of one file, reading only the row groups needed."""
+    """Record batches covering rows [start, stop) of one file, reading only the row groups needed.
+
+    Single-threaded decoding: parallelism comes from worker processes, one core each.
+    """
     with storage.open_read(piece.uri) as handle:
         parquet = pq.ParquetFile(handle)
         meta = parquet.metadata
@@ -87,7 +90,7 @@ def _iter_slice(piece: FileSlice, columns: list[str], batch_rows: int):
         if not groups:
             return
         row = first
-        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns, use_threads=False):
             lo, hi = max(piece.start, row), min(piece.stop, row + batch.num_rows)
             if lo < hi:
                 yield lo, batch.slice(lo - row, hi - lo)

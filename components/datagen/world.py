@@ -49,7 +49,7 @@ NESTED_LABELS: dict[str, str] = {"is_replied_reply_engaged_by_author": "is_repli
 NEGATIVE_LABELS = frozenset({"is_negative_feedback_v2", "is_report_tweet_clicked"})
 
 # Standard deviation of each logit component (before task mixing), in logit units.
-SIGNAL_SCALES = {"continuous": 0.85, "binary": 0.4, "embedding": 0.55, "user": 0.6, "author": 0.45}
+SIGNAL_SCALES = {"continuous": 0.85, "binary": 0.4, "embedding": 0.55, "user": 0.5, "author": 0.35}
 # How much of each task's weights is shared by all tasks (makes the tasks correlated).
 SHARED_WEIGHT = 0.6
 MAX_SIGNAL_CONTINUOUS = 24

@@ -58,7 +58,7 @@ class RankingConfig(StrictModel):
     enabled: bool = True
     engagement_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_ENGAGEMENT_WEIGHTS))
     user_feature: str = "meta__user_id"
-    gauc_max_examples: int = Field(default=1_000_000, ge=1)
+    gauc_max_examples: int = Field(default=500_000, ge=1)
     gauc_max_examples_per_user: int = Field(default=1024, ge=2)
 
 

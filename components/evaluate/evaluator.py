@@ -179,7 +179,7 @@ def run(model_uri: str, data_uri: str, out_uri: str, config: EvaluateConfig,
     last_log = time.perf_counter()
     log.info("evaluating %s on %s (%s examples, scoring %s)", model_uri, data_uri,
              total if total is not None else "unknown", evaluator.prediction_key)
-    with torch.inference_mode(), tqdm(total=total, unit="ex", desc="evaluate", mininterval=2.0) as bar:
+    with torch.inference_mode(), tqdm(total=total, unit="ex", desc="evaluate", mininterval=2.0, disable=None) as bar:
         for batch in read_batches(data_uri, schema, options):
             outputs = model(batch)
             keep = batch.batch_size if limit is None else min(batch.batch_size, limit - evaluator.examples)

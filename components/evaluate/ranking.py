@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAIR_BLOCK_ELEMENTS = 1 << 20  # users x n x n pair cells evaluated per vectorized step
+PAIR_BLOCK_ELEMENTS = 1 << 19  # users x n x n pair cells evaluated per vectorized step
 
 
 def engagement_value(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -146,9 +146,8 @@ def _concordance_block(scores: np.ndarray, values: np.ndarray, group: np.ndarray
     v = np.where(valid, values[positions], -math.inf)  # padding never wins a pair...
     both = valid[:, :, None] & valid[:, None, :]  # ...and never enters one
     higher_value = (v[:, :, None] > v[:, None, :]) & both
-    score_diff = s[:, :, None] - s[:, None, :]
-    concordant = (higher_value & (score_diff > 0)).sum(axis=(1, 2)) + \
-        0.5 * (higher_value & (score_diff == 0)).sum(axis=(1, 2))
+    concordant = (higher_value & (s[:, :, None] > s[:, None, :])).sum(axis=(1, 2)) + \
+        0.5 * (higher_value & (s[:, :, None] == s[:, None, :])).sum(axis=(1, 2))
     pairs = higher_value.sum(axis=(1, 2))
     ok = pairs > 0
     auc = np.divide(concordant, pairs, out=np.full(n_users, np.nan), where=ok)

@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--backoff-limit", type=int, default=3)
     job.add_argument("--clean-pod-policy", choices=CLEAN_POD_POLICIES, default="All")
     job.add_argument("--ttl-seconds-after-finished", type=int, default=3600)
+    job.add_argument("--active-deadline-seconds", type=int, default=None,
+                     help="operator-enforced limit (default: --timeout + 600)")
     job.add_argument("--elastic-min", type=int, default=0, help="elastic: min nodes (0 = not elastic)")
     job.add_argument("--elastic-max", type=int, default=0, help="elastic: max nodes")
     job.add_argument("--max-restarts", type=int, default=3, help="elastic: torchrun --max_restarts")
@@ -81,7 +83,8 @@ def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
         gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, memory=args.memory, namespace=args.namespace,
         env=_pairs(args.env, "--env"), service_account=args.service_account, gcs_secret=args.gcs_secret,
         backoff_limit=args.backoff_limit, clean_pod_policy=args.clean_pod_policy,
-        ttl_seconds_after_finished=args.ttl_seconds_after_finished, elastic=elastic, timeout_s=args.timeout,
+        ttl_seconds_after_finished=args.ttl_seconds_after_finished,
+        active_deadline_seconds=args.active_deadline_seconds, elastic=elastic, timeout_s=args.timeout,
         poll_interval_s=args.poll_interval, cleanup=args.cleanup, log_tail_lines=args.log_tail_lines,
     )
 

@@ -41,11 +41,15 @@ MAX_CONSECUTIVE_API_ERRORS = 8
 
 
 def make_client(namespace: str, kubeconfig: str | None = None) -> Any:
-    """TrainingClient from a kubeconfig file, or the in-cluster service account."""
+    """TrainingClient from a kubeconfig file ($KUBECONFIG), or the in-cluster service account."""
+    import os
+
     from kubeflow.training import TrainingClient
 
+    # Read $KUBECONFIG now: the kubernetes package reads it once, at its import.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
-        return TrainingClient(config_file=kubeconfig or None, namespace=namespace, job_kind="PyTorchJob")
+        return TrainingClient(config_file=kubeconfig, namespace=namespace, job_kind="PyTorchJob")
     except Exception as exc:  # kubernetes.config raises its own ConfigException
         raise StorageError(f"kubernetes: cannot load client configuration ({kubeconfig or 'in-cluster/~/.kube/config'}): {exc}") from exc
 
@@ -123,11 +127,15 @@ def _wait_gone(client: Any, spec: LaunchSpec, limit_s: float = 120.0) -> None:
     raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: old job still present after {limit_s:.0f}s")
 
 
-class _TransitionLogger:
-    """Logs each new condition once (Created -> Running -> Restarting -> Succeeded/Failed)."""
+class _OnPoll:
+    """Called by the SDK after every poll: logs each new condition once (Created -> Running ->
+    Restarting -> Succeeded/Failed) and enforces our deadline. The SDK's own loop runs
+    `wait_timeout / polling_interval` polls and does not count the requests' time, so alone it
+    overshoots a deadline by one request latency per poll."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, spec: LaunchSpec, deadline: float) -> None:
+        self.spec = spec
+        self.deadline = deadline
         self.seen: set[tuple[str, str]] = set()
 
     def __call__(self, job: Any) -> None:
@@ -135,19 +143,24 @@ class _TransitionLogger:
             key = (condition.type, condition.status)
             if condition.status == "True" and key not in self.seen:
                 self.seen.add(key)
-                log.info("PyTorchJob %s: %s (%s)", self.name, condition.type, condition.reason or "-")
+                log.info("PyTorchJob %s: %s (%s)", self.spec.job_name, condition.type, condition.reason or "-")
+        finished = _true(job, SUCCEEDED) or _true(job, FAILED)
+        if not finished and time.monotonic() >= self.deadline:
+            raise _timeout(self.spec)
+
+
+def _timeout(spec: LaunchSpec) -> LaunchTimeout:
+    return LaunchTimeout(f"PyTorchJob {spec.namespace}/{spec.job_name}: not finished after {spec.timeout_s:g}s (our timeout)")
 
 
 def _wait(client: Any, spec: LaunchSpec, deadline: float) -> Any:
     """Poll until Succeeded or Failed, bounded by `deadline`; transient API errors are retried."""
-    on_poll = _TransitionLogger(spec.job_name)
+    on_poll = _OnPoll(spec, deadline)
     errors = 0
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise LaunchTimeout(
-                f"PyTorchJob {spec.namespace}/{spec.job_name}: not finished after {spec.timeout_s:g}s (our timeout)"
-            )
+            raise _timeout(spec)
         try:
             return client.wait_for_job_conditions(
                 name=spec.job_name,

@@ -70,6 +70,17 @@ def pod_template(spec: LaunchSpec, command: list[str]) -> Any:
     )
 
 
+DEADLINE_MARGIN_S = 600
+
+
+def active_deadline(spec: LaunchSpec) -> int:
+    """The operator kills the job after this, even if no launcher is left to delete it
+    (a launcher pod killed without SIGTERM reaching us): our timeout plus a margin."""
+    if spec.active_deadline_seconds is not None:
+        return spec.active_deadline_seconds
+    return int(spec.timeout_s) + DEADLINE_MARGIN_S
+
+
 def build_pytorchjob(spec: LaunchSpec, command: list[str]) -> Any:
     """The PyTorchJob object (KubeflowOrgV1PyTorchJob) that runs `command` on every node."""
     models = _models()
@@ -92,7 +103,7 @@ def build_pytorchjob(spec: LaunchSpec, command: list[str]) -> Any:
         backoff_limit=spec.backoff_limit,
         clean_pod_policy=spec.clean_pod_policy,
         ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
-        active_deadline_seconds=spec.active_deadline_seconds,
+        active_deadline_seconds=active_deadline(spec),
     )
     return models.KubeflowOrgV1PyTorchJob(
         api_version="kubeflow.org/v1",

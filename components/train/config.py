@@ -122,6 +122,9 @@ class ModelConfig(StrictModel):
     sparse: SparseConfig = SparseConfig()
     # Batch norm statistics over the global batch (all ranks): makes 1..N ranks equivalent.
     sync_batch_norm: bool = True
+    # "label_rate": a fresh model's output biases start at each task's (pos-weighted) log-odds in
+    # the first global batch, so early steps learn features instead of the base rate.
+    output_bias_init: Literal["zero", "label_rate"] = "label_rate"
 
 
 # --------------------------------------------------------------------------- data

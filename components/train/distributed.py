@@ -48,13 +48,30 @@ def init_distributed(timeout_s: float = 600.0) -> DistEnv:
     if not dist.is_initialized():
         timeout = dt.timedelta(seconds=timeout_s)
         if "RANK" in os.environ:
-            dist.init_process_group(backend=backend, timeout=timeout)
+            rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            dist.init_process_group(backend=backend, store=_attempt_store(rank, world_size, timeout),
+                                    rank=rank, world_size=world_size, timeout=timeout)
         else:  # plain `python -m components.train`: a world of one
             dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     return DistEnv(
         rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), device=device, backend=backend,
     )
+
+
+def _attempt_store(rank: int, world_size: int, timeout: dt.timedelta) -> dist.Store:
+    """The rendezvous store under a prefix of its own for each torchrun restart.
+
+    torchrun keeps its agent's store across `--max-restarts` restarts, and the process group
+    keys of the failed attempt (the dead ranks' addresses) would otherwise be read again.
+    """
+    use_agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=not use_agent_store and rank == 0, timeout=timeout, multi_tenant=True,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"recap/attempt_{attempt}", store)
 
 
 def shutdown_distributed() -> None:
@@ -79,7 +96,11 @@ def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config:
     from torchrec.distributed import DistributedModelParallel
     from torchrec.distributed.embedding_types import EmbeddingComputeKernel
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+    from torchrec.distributed.planner import (
+        EmbeddingShardingPlanner,
+        ParameterConstraints,
+        Topology,
+    )
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
     sharder = EmbeddingBagCollectionSharder()

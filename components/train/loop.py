@@ -6,6 +6,7 @@ Runs identically on 1..N ranks; every rank calls `train` (torchrun starts them).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import sys
@@ -146,6 +147,23 @@ class _TensorBoard:
                     storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
 
 
+def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[RecapBatch], config: RecapConfig,
+               env: DistEnv, pos_weight: torch.Tensor, debug_step: int | None = None) -> torch.Tensor:
+    """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses."""
+    task_loss_sum = torch.zeros(pos_weight.shape[0])
+    for batch in micro_batches:
+        batch = batch.to(env.device, non_blocking=True)
+        with _autocast(config, env):
+            out = dmp(batch)
+        loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
+        (loss / len(micro_batches)).backward()
+        task_loss_sum += per_task.cpu()
+    if debug_step is not None:
+        _debug_report(dmp, debug_step, loss, batch)
+    optimizers.step()
+    return task_loss_sum
+
+
 def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapConfig, env: DistEnv,
              pos_weight: torch.Tensor, tasks: list[str]) -> dict[str, float]:
     """Mean per-task loss over the first `num_steps` batches of the validation data (all ranks)."""
@@ -179,6 +197,10 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
     tensorboard = _TensorBoard(config, env)
     batches = train_batches(batches_consumed)
+    if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
+        first = _next(batches, "train_data", 0)
+        model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
+        batches = itertools.chain([first], batches)
     accumulation = training.gradient_accumulation
     global_batch = config.train_data.global_batch_size
     if debug_loop:
@@ -193,18 +215,10 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        task_loss_sum = torch.zeros(len(tasks))
-        for _ in range(accumulation):
-            batch = _next(batches, "train_data", batches_consumed).to(env.device, non_blocking=True)
-            batches_consumed += 1
-            with _autocast(config, env):
-                out = dmp(batch)
-            loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
-            (loss / accumulation).backward()
-            task_loss_sum += per_task.cpu()
-        if debug_loop:
-            _debug_report(dmp, step, loss, batch)
-        optimizers.step()
+        micro_batches = [_next(batches, "train_data", batches_consumed + i) for i in range(accumulation)]
+        batches_consumed += accumulation
+        task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
+                                   debug_step=step if debug_loop else None)
         step += 1
         window_steps += 1
         progress.update(1)
@@ -253,6 +267,16 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     return TrainResult(step=step, resumed_from=resumed_from, checkpoint_dir=final_dir, model_dir=model_dir,
                        losses=losses, examples_per_s=throughput, eval_losses=eval_losses,
                        history=tuple(history))
+
+
+def _label_log_odds(batch: RecapBatch, pos_weight: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Per task, the log-odds minimizing the weighted BCE of a constant logit on this global batch."""
+    weights, labels = batch.weights.float().cpu(), batch.labels.float().cpu()
+    sums = torch.stack([(weights * labels).sum(0), (weights * (1 - labels)).sum(0)])
+    if env.world_size > 1:
+        dist.all_reduce(sums)
+    positive, negative = sums[0] * pos_weight, sums[1]
+    return torch.log((positive + 0.5) / (negative + 0.5))
 
 
 def _state(dmp: nn.Module, optimizers: _Optimizers, step: int, batches_consumed: int) -> dict:

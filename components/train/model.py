@@ -166,6 +166,9 @@ class HeavyRanker(nn.Module):
         calibrated = probabilities * r / (1 - probabilities + r * probabilities)
         return {"logits": logits, "probabilities": probabilities, "calibrated_probabilities": calibrated}
 
-    def task_parameter_prefixes(self, task: str) -> tuple[str, ...]:
-        """Parameter-name prefixes owned by one task (its tower and, if any, its backbone)."""
-        return (f"towers.{task}.", f"task_backbones.{task}.")
+    @torch.no_grad()
+    def set_output_bias(self, log_odds: torch.Tensor) -> None:
+        """Make each task's logit start at `log_odds[t]` (through its affine map) for zero features."""
+        for index, task in enumerate(self.tasks):
+            last = [m for m in self.towers[task] if isinstance(m, nn.Linear)][-1]
+            last.bias.fill_(float((log_odds[index] - self.affine_bias[index]) / self.affine_scale[index]))

@@ -106,8 +106,11 @@ class _Layout:
         return parse
 
     def to_batch(self, parsed: dict[str, Any]) -> RecapBatch:
+        from tensorflow.experimental import dlpack
+
         def tensor(key: str) -> torch.Tensor:
-            return torch.from_numpy(parsed[key].numpy())
+            # DLPack shares TF's buffer; `.numpy()` would copy every batch once more.
+            return torch.from_dlpack(dlpack.to_dlpack(parsed[key]))
 
         labels = tensor("labels")
         rows = labels.shape[0]

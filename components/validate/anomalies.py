@@ -17,7 +17,7 @@ CODES: dict[str, tuple[str, str]] = {
     "not_parquet": (WARNING, "a file under the input prefix is not Parquet and was skipped"),
     "unreadable_file": (ERROR, "a file could not be read as Parquet (corrupt, truncated, missing)"),
     "unlisted_file": (WARNING, "a Parquet file under the prefix is not listed in _MANIFEST.json and was skipped"),
-    "manifest_mismatch": (ERROR, "a file's row count differs from the count in _MANIFEST.json"),
+    "manifest_mismatch": (ERROR, "a file's row count or size differs from _MANIFEST.json (changed after publication)"),
     "missing_column": (ERROR, "a schema column is absent from a file"),
     "unexpected_column": (WARNING, "a file has a column the schema does not know"),
     "wrong_type": (ERROR, "a column's Arrow type differs from the schema's"),

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-from components.common.errors import CheckFailed
+from components.common.errors import CheckFailed, ConfigError
 from components.validate.config import load_validation_config
 from components.validate.validator import run as validate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="directory/prefix of raw Parquet (local or gs://)")
+    # --input/--out are checked in run(), after the router's --config_path check, so every
+    # usage error is one `recap validate: error: ...` line with exit code 2.
+    parser.add_argument("--input", help="(required) directory/prefix of raw Parquet (local or gs://)")
     parser.add_argument("--schema", default="local", help="schema variant (local, prod) or a schema YAML path")
-    parser.add_argument("--out", required=True, help="output directory for statistics, anomalies, report, metrics")
+    parser.add_argument("--out", help="(required) output directory for statistics, anomalies, report, metrics")
     parser.add_argument("--reference-stats", default=None, help="statistics.json of a reference run, for drift")
     parser.add_argument("--config_path", "--config-path", dest="config_path", default=None,
                         help="validation config YAML (default: configs/validation.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = [flag for flag, value in (("--input", args.input), ("--out", args.out)) if not value]
+    if missing:
+        raise ConfigError(f"missing required argument(s): {', '.join(missing)}")
     result = validate(args.input, args.out, args.schema, load_validation_config(args.config_path),
                       reference_stats_uri=args.reference_stats)
     print(f"report: {result.report_uri}")

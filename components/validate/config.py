@@ -43,8 +43,10 @@ class DriftConfig(StrictModel):
 
 
 class ValidationConfig(StrictModel):
-    # Rows per Arrow record batch: bounds memory (prod rows are ~30 KB decoded).
-    batch_rows: int = Field(default=1024, ge=1)
+    # Decoded MB per Arrow record batch; bounds memory whatever the row width (prod rows are
+    # ~30 KB, local ~0.6 KB). `batch_rows` pins the row count instead.
+    batch_mb: float = Field(default=16.0, gt=0)
+    batch_rows: int | None = Field(default=None, ge=1)
     # Examples (file, row) kept per anomaly.
     max_examples: int = Field(default=5, ge=0)
     # Share of null rows in a feature group above which `missing_values` fires.
@@ -73,6 +75,9 @@ class ValidationConfig(StrictModel):
         if unknown:
             raise ValueError(f"unknown anomaly code(s) {', '.join(unknown)}; known: {', '.join(sorted(CODES))}")
         return value
+
+    def rows_per_batch(self, row_bytes: int) -> int:
+        return self.batch_rows or max(64, int(self.batch_mb * 1e6 // max(row_bytes, 1)))
 
     def rate_bounds(self, label: str) -> RateBounds:
         return self.positive_rate_per_label.get(label, self.positive_rate)

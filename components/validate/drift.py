@@ -105,7 +105,12 @@ def compare(statistics: dict[str, Any], reference: dict[str, Any],
         measure, fn = _MEASURES[cur["kind"]]
         threshold = config.drift.numeric_js_max if measure == "js" else (
             config.drift.label_linf_max if cur["kind"] == "label" else config.drift.categorical_linf_max)
-        drift = ColumnDrift(column, measure, threshold, fn(cur, ref, config))
+        try:
+            distances = fn(cur, ref, config)
+        except (KeyError, TypeError, ValueError, IndexError):  # a reference from an older/other format
+            skipped.append(column)
+            continue
+        drift = ColumnDrift(column, measure, threshold, distances)
         drifts.append(drift)
         over = np.flatnonzero(drift.judged > threshold)
         if len(over):

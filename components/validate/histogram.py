@@ -116,19 +116,18 @@ def jensen_shannon(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
     return np.clip(0.5 * (kl_p + kl_q), 0.0, 1.0)
 
 
-def to_sparse(hist: np.ndarray) -> list[list[list[int]]]:
-    """[L, NUM_BINS] counts -> per element [[bin, count], ...] of the non-zero bins (compact JSON)."""
+def to_sparse(hist: np.ndarray) -> dict[str, list[list[int]]]:
+    """[L, NUM_BINS] counts -> {"bins": per element non-zero bin indices, "counts": their counts}."""
     rows, bins = np.nonzero(hist)
-    counts = hist[rows, bins]
-    out: list[list[list[int]]] = [[] for _ in range(hist.shape[0])]
-    for r, b, c in zip(rows.tolist(), bins.tolist(), counts.tolist(), strict=True):
-        out[r].append([b, c])
-    return out
+    splits = np.cumsum(np.bincount(rows, minlength=hist.shape[0]))[:-1]
+    return {"bins": [b.tolist() for b in np.split(bins, splits)],
+            "counts": [c.tolist() for c in np.split(hist[rows, bins], splits)]}
 
 
-def from_sparse(sparse: list[list[list[int]]]) -> np.ndarray:
-    hist = np.zeros((len(sparse), NUM_BINS), dtype=np.int64)
-    for row, pairs in enumerate(sparse):
-        for b, c in pairs:
-            hist[row, b] = c
+def from_sparse(sparse: dict[str, list[list[int]]]) -> np.ndarray:
+    lengths = [len(b) for b in sparse["bins"]]
+    hist = np.zeros((len(lengths), NUM_BINS), dtype=np.int64)
+    if sum(lengths):
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        hist[rows, np.concatenate(sparse["bins"]).astype(np.int64)] = np.concatenate(sparse["counts"])
     return hist

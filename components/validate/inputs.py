@@ -119,10 +119,6 @@ def plan_column(spec: FeatureSpec, found: pa.DataType, file: str, rows: int, fin
     return ColumnPlan(spec, SKIP)
 
 
-def _numpy_dtype(spec: FeatureSpec) -> np.dtype:
-    return np.dtype(spec.arrow_value_type.to_pandas_dtype())
-
-
 def _drop_null_rows(array: pa.Array, plan: ColumnPlan, where: Where, accumulator) -> tuple[pa.Array, np.ndarray | None]:
     """Count and report null rows; return the non-null rows and their row indices in the file."""
     if not array.null_count:
@@ -167,6 +163,8 @@ def column_block(array: pa.Array, plan: ColumnPlan, where: Where, accumulator) -
                            kind="null list element")
         flat = flat.fill_null(np.nan if pa.types.is_floating(flat.type) else 0)
     values = flat.to_numpy(zero_copy_only=False)
-    if values.dtype != _numpy_dtype(spec):
-        values = values.astype(_numpy_dtype(spec))
+    # Float groups are binned on their float32 bits; integer groups keep their own width so
+    # a wrong-typed value (binary 256 stored as int64) is not hidden by a narrowing cast.
+    if spec.dtype == "float32" and values.dtype != np.float32:
+        values = values.astype(np.float32)
     return values.reshape(-1, spec.length)

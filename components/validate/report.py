@@ -64,11 +64,11 @@ class _Raw(str):
 
 
 def bar_chart(values: list[float], labels: list[str], title: str, threshold: float | None = None,
-              width: int = 640, bar_height: int = 14, log_scale: bool = False) -> str:
+              width: int = 720, bar_height: int = 14, log_scale: bool = False) -> str:
     """Horizontal bars (one per label) as inline SVG, with an optional threshold line."""
     if not values:
         return ""
-    label_w, pad = 230, 4
+    label_w, pad = int(min(380, 24 + 6.4 * max(len(label) for label in labels))), 4
     plot_w = width - label_w - 70
     vals = [max(v, 0.0) for v in values]
 

@@ -79,8 +79,8 @@ class NumericGroupStats:
         self.hist += hist
         if self.pivot is None:
             with np.errstate(all="ignore"):
-                finite = np.where(np.isfinite(x), x, np.nan)
-                self.pivot = np.nan_to_num(np.nanmean(finite.astype(np.float64), axis=0)).astype(np.float32)
+                mean = np.mean(x, axis=0, where=np.isfinite(x), dtype=np.float64)
+            self.pivot = np.nan_to_num(mean, posinf=0.0, neginf=0.0).astype(np.float32)
         with np.errstate(all="ignore"):
             centered = x - self.pivot
             sums = centered.sum(axis=0, dtype=np.float32).astype(np.float64)

@@ -65,6 +65,10 @@ class _FileRead:
     decoded_bytes: int = 0
 
 
+def _row_bytes(schema: Schema) -> int:
+    return sum(spec.length * spec.arrow_value_type.byte_width for spec in schema.features)
+
+
 def _batches(parquet: pq.ParquetFile, batch_rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """Record batches one row group at a time: one reader over a whole file buffers far
     more than a row group (its peak grew with the file), this one stays flat."""
@@ -110,7 +114,7 @@ def _read_file(uri: str, schema: Schema, accumulators: dict, config: ValidationC
             return result
         columns_read.update(plans)
         try:
-            for batch in _batches(parquet, config.batch_rows, list(plans)):
+            for batch in _batches(parquet, config.rows_per_batch(_row_bytes(schema)), list(plans)):
                 for name, plan in plans.items():
                     where = Where(uri, result.rows, findings)
                     block = column_block(batch.column(name), plan, where, accumulators[name])

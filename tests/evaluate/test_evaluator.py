@@ -96,7 +96,7 @@ def check_outputs(out_uri: str, schema) -> None:
     for name in (METRICS_FILE, KFP_METRICS_FILE, CLASSIFICATION_FILE, BLESSING_FILE):
         # Strict JSON (no NaN tokens) so any consumer can read it.
         json.loads(storage.read_text(storage.join(out_uri, name)),
-                   parse_constant=lambda c: pytest.fail(f"{name} has {c}"))
+                   parse_constant=lambda c, name=name: pytest.fail(f"{name} has {c}"))
     scalars = storage.read_json(storage.join(out_uri, KFP_METRICS_FILE))
     assert all(isinstance(v, float) for v in scalars.values())
     assert {f"{t}.auroc" for t in schema.task_names} <= set(scalars) and "ranking.gauc" in scalars
@@ -127,3 +127,23 @@ def test_outputs_on_gcs(local_schema, gcs_bucket) -> None:
     from components.evaluate.blessing import read_baseline
 
     assert read_baseline(out)["tasks"] == json.loads(json.dumps(metrics["tasks"]))
+
+
+def test_peak_memory_of_the_metric_state_does_not_grow_with_10x_the_data(local_schema) -> None:
+    import tracemalloc
+
+    def peak(n: int) -> int:
+        config = EvaluateConfig()
+        config.ranking.gauc_max_examples = 2_000  # the budget, reached by both sizes
+        batches = synthetic_batches(local_schema, n, 500, seed=11, users=n // 20)  # more data, more users
+        tracemalloc.start()
+        evaluator = StreamingEvaluator(local_schema.task_names, config)
+        for batch, outputs in batches:
+            evaluator.update(batch, outputs)
+        evaluator.finish()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(4_000), peak(40_000)
+    assert large <= 1.10 * small, (small, large)

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,7 +54,7 @@ class FakeKubernetes:
     def __init__(self, script: Sequence[str] = SUCCESS_SCRIPT, namespace: str = "kubeflow",
                  failure_reason: str = "OOMKilled", failure_exit_code: int = 137,
                  failure_log: str = "torch.OutOfMemoryError: CUDA out of memory", log_lines: int = 5,
-                 create_status: int = 201) -> None:
+                 create_status: int = 201, latency_s: float = 0.0) -> None:
         self.script = tuple(script)
         self.namespace = namespace
         self.failure_reason = failure_reason
@@ -61,6 +62,7 @@ class FakeKubernetes:
         self.failure_log = failure_log
         self.log_lines = log_lines
         self.create_status = create_status
+        self.latency_s = latency_s  # added to every answer: a slow or distant API server
         self.jobs: dict[tuple[str, str], FakeJob] = {}
         self.calls: list[tuple[str, str]] = []
         self.queries: list[dict[str, list[str]]] = []
@@ -205,6 +207,8 @@ class FakeKubernetes:
                                    "reason": reason, "message": message, "code": code})
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        if self.latency_s:
+            time.sleep(self.latency_s)
         parts = urlsplit(handler.path)
         query = parse_qs(parts.query)
         length = int(handler.headers.get("Content-Length") or 0)
@@ -286,3 +290,33 @@ def rbac_rules(calls: Iterable[tuple[str, str]], queries: Iterable[dict[str, lis
             verb = "watch" if watch else ("get" if named else "list")
         rules.add((group, resource, verb))
     return rules
+
+
+def exercise_launcher(tmp_dir: str | Path) -> set[tuple[str, str, str]]:
+    """Run the launcher through every path (success, failure, timeout, a leftover job, the exit
+    handler's delete) against fresh fake servers; return the RBAC rules those calls need.
+
+    For manifests/ tests: the launcher's Role must grant exactly this set.
+    """
+    import contextlib
+
+    from components.launch.cluster import delete_job, run_pytorchjob
+    from components.launch.spec import LaunchSpec, TrainingFailed
+
+    def spec(**extra: Any) -> LaunchSpec:
+        return LaunchSpec(**{"job_name": "recap-train-rbac", "image": "i", "num_workers": 2, "timeout_s": 0.5,
+                             "poll_interval_s": 0.02, **extra})
+
+    command = ["torchrun", "--nnodes=2", "-m", "components.train"]
+    calls: list[tuple[str, str]] = []
+    queries: list[dict[str, list[str]]] = []
+    for script in (SUCCESS_SCRIPT, FAILURE_SCRIPT, STALL_SCRIPT):
+        with FakeKubernetes(script=script) as fake:
+            kubeconfig = fake.kubeconfig(Path(tmp_dir) / "kubeconfig-rbac")
+            with contextlib.suppress(TrainingFailed):
+                run_pytorchjob(spec(cleanup="never"), command, kubeconfig=kubeconfig)
+                run_pytorchjob(spec(), command, kubeconfig=kubeconfig)  # replaces the finished leftover
+            delete_job("recap-train-rbac", "kubeflow", kubeconfig=kubeconfig)
+            calls += fake.calls
+            queries += fake.queries
+    return rbac_rules(calls, queries)

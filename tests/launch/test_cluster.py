@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from tests.launch.fake_k8s import (
     STALL_SCRIPT,
     SUCCESS_SCRIPT,
     FakeKubernetes,
-    rbac_rules,
+    exercise_launcher,
 )
 
 pytestmark = pytest.mark.integration
@@ -150,11 +149,4 @@ def test_sigterm_cancels_and_deletes_the_job(fake, tmp_path):
 
 
 def test_recorded_calls_are_exactly_the_rbac_the_launcher_needs(tmp_path):
-    calls, queries = [], []
-    for script in (SUCCESS_SCRIPT, FAILURE_SCRIPT):
-        with FakeKubernetes(script=script) as fake:
-            with contextlib.suppress(TrainingFailed):
-                run_pytorchjob(make_spec(), COMMAND, kubeconfig=fake.kubeconfig(tmp_path / "kc"))
-            calls += fake.calls
-            queries += fake.queries
-    assert rbac_rules(calls, queries) == LAUNCHER_RULES
+    assert exercise_launcher(tmp_path) == LAUNCHER_RULES

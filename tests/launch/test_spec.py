@@ -76,7 +76,8 @@ def test_multi_node_gpu_job_uses_operator_rendezvous_and_requests_gpus():
     assert container["resources"]["limits"] == {"cpu": "32", "memory": "200Gi", "nvidia.com/gpu": "8"}
     assert container["name"] == "pytorch" and container["image"] == "reg/recap-train:1"
     assert manifest["spec"]["nprocPerNode"] == "8"
-    assert manifest["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3600}
+    assert manifest["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3600,
+                                             "activeDeadlineSeconds": 24 * 3600 + 600}
 
 
 def test_elastic_job_sets_policy_and_a_node_range():

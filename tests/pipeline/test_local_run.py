@@ -3,8 +3,11 @@ good data on gs:// (the GCS emulator) ends with a blessed, pushed model."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from components.cli import main
 from components.common import storage
 from components.datagen.generate import generate
 from pipeline.local_run import run_local
@@ -16,7 +19,7 @@ def _tree(uri: str) -> list[str]:
     return storage.list_uris(uri)
 
 
-def test_corrupted_raw_data_stops_at_validation_and_publishes_nothing(tmp_path):
+def test_corrupted_raw_data_stops_at_validation_and_publishes_nothing(tmp_path, capsys):
     raw = str(tmp_path / "raw")
     result = generate("local", raw, rows=400, files=2, seed=1)
     victim = result.files[0]
@@ -24,16 +27,18 @@ def test_corrupted_raw_data_stops_at_validation_and_publishes_nothing(tmp_path):
     storage.write_bytes(victim, data[: len(data) // 2])  # a truncated upload
     root = str(tmp_path / "root")
 
-    run = run_local(raw, root, "configs/local.yaml", num_train_steps=5)
+    code = main(["pipeline", "run", "--raw", raw, "--root", root, "--num-train-steps", "5"])
 
-    assert not run.succeeded
-    assert run.failed_tasks[0] == "validation-gate"
-    assert run.validation_passed is False
-    report = open(run.validation_report).read()
+    assert code == 1  # a failed check
+    run = json.loads(capsys.readouterr().out)  # stdout is only the result; step logs went to stderr
+    assert not run["succeeded"]
+    assert run["failed_tasks"][0] == "validation-gate"
+    assert run["validation_passed"] is False
+    report = storage.read_text(run["validation_report"])
     assert "unreadable_file" in report or "could not be read" in report
     written = [u for u in _tree(root) if "/kfp/" not in u]
     assert written == []  # no TFRecords, no checkpoints, no model, no serving copy
-    assert run.model_uri is None and run.blessed is None and run.serving_model_uri is None
+    assert run["model_uri"] is None and run["blessed"] is None and run["serving_model_uri"] is None
 
 
 def test_full_dag_on_gcs_ends_with_a_blessed_pushed_model(gcs_bucket, tmp_path):
@@ -55,5 +60,5 @@ def test_full_dag_on_gcs_ends_with_a_blessed_pushed_model(gcs_bucket, tmp_path):
     pushed = {storage.relative_to(u, run.serving_model_uri) for u in storage.list_uris(run.serving_model_uri)}
     source = {storage.relative_to(u, run.model_uri) for u in storage.list_uris(run.model_uri)}
     assert pushed == source
-    assert open(run.report).read().lstrip().lower().startswith("<!doctype html")
+    assert storage.read_text(run.report).lstrip().lower().startswith("<!doctype html")
     assert storage.read_json(run.metrics)["tasks"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import shutil
@@ -16,49 +17,16 @@ from hypothesis import strategies as st
 from components.common import storage
 from components.common.errors import DataError, SchemaError
 from components.common.manifest import ManifestFile, read_manifest, write_manifest
-from components.common.schema import Role, load_schema, schema_path
+from components.common.schema import load_schema, schema_path
 from components.convert import ConvertSettings, run
 from components.train.reader import ReaderOptions, count_records, read_batches
 from components.train.tfrecord_shards import round_robin_offsets
-from tests.convert.rawdata import make_table, row_fingerprints, table_columns, write_raw
+from tests.convert.rawdata import make_table, table_columns, write_raw
+from tests.reader.batches import batch_columns, fingerprints
 
 tf = pytest.importorskip("tensorflow")
 
 SCHEMA = load_schema("local")
-
-
-def batch_columns(schema, batches) -> dict[str, np.ndarray]:
-    """Reassemble feature columns from RecapBatches (task labels only: that is what a batch has)."""
-    parts: dict[str, list[np.ndarray]] = {}
-
-    def add(name, value):
-        parts.setdefault(name, []).append(np.asarray(value))
-
-    for batch in batches:
-        add("continuous", batch.continuous.numpy())
-        add("binary", batch.binary.numpy().astype(np.int64))
-        add("discrete", batch.discrete.numpy())
-        for name, tensor in batch.embeddings.items():
-            add(name, tensor.numpy())
-        by_key = batch.sparse_features.to_dict()
-        for spec in schema.ids:
-            assert by_key[spec.name].lengths().tolist() == [1] * batch.batch_size
-            add(spec.name, by_key[spec.name].values().numpy().reshape(-1, 1))
-        for index, task in enumerate(schema.tasks):
-            add(task.label, batch.labels[:, index].numpy().astype(np.int64).reshape(-1, 1))
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
-class Exposed:
-    """The schema restricted to what a batch exposes (labels of the tasks only)."""
-
-    def __init__(self, schema):
-        tasks = set(schema.task_names)
-        self.features = [f for f in schema.features if f.role != Role.LABEL or f.name in tasks]
-
-
-def fingerprints(schema, columns):
-    return row_fingerprints(Exposed(schema), columns)
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +181,6 @@ def test_skip_corrupt_skips_the_shard_with_a_counted_warning(damaged, caplog):
 def test_garbage_that_matches_its_manifest_fails_naming_the_shards_being_read(tmp_path):
     (tmp_path / "bad.tfrecord.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 10)
     data = (tmp_path / "bad.tfrecord.gz").read_bytes()
-    import hashlib
-
     entry = ManifestFile("bad.tfrecord.gz", 3, len(data), hashlib.sha256(data).hexdigest())
     write_manifest(str(tmp_path), "tfrecord", SCHEMA.hash, [entry])
     with pytest.raises(DataError, match=r"bad\.tfrecord\.gz: cannot read TFRecord shard"):
@@ -240,8 +206,6 @@ def test_records_written_the_original_way_are_read_correctly(tmp_path):
                         feature.int64_list.value.extend(int(v) for v in values)
                 writer.write(example.SerializeToString())
         data = path.read_bytes()
-        import hashlib
-
         entries.append(ManifestFile(path.name, len(rows), len(data), hashlib.sha256(data).hexdigest()))
     write_manifest(str(tmp_path), "tfrecord", SCHEMA.hash, entries)
     batches = list(read_batches(str(tmp_path / "_MANIFEST.json"), SCHEMA, ReaderOptions(batch_size=16)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,6 @@ import pyarrow as pa
 import pytest
 
 from components.validate import CODES, run
-
-Case = Callable[..., tuple[str, str | None, str | None, int | None]]
 
 
 def _set(table: pa.Table, name: str, array: pa.Array) -> pa.Table:
@@ -29,14 +26,10 @@ def _fixed(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), type=value_type), values.shape[1])
 
 
-def _scalar(table: pa.Table, name: str, row: int, value, value_type=pa.int8()) -> pa.Table:
+def _scalar(table: pa.Table, name: str, row: int, value, value_type: pa.DataType | None = None) -> pa.Table:
     values = table.column(name).to_numpy().copy()
     values[row] = value
-    return _set(table, name, pa.array(values, type=value_type))
-
-
-def _file(name: str, table: pa.Table):
-    return lambda write, clean_data, tmp: write({name: table})
+    return _set(table, name, pa.array(values, type=value_type or pa.int8()))
 
 
 # Each case: (write_files, clean_data, clean_table, tmp_path) -> (input, column, file name, row)
@@ -193,3 +186,20 @@ def test_severity_override_from_config(write_files, clean_table, tmp_path, local
     source = write_files({"part.parquet": clean_table, "notes.txt": b"hello"})
     result = run(source, str(tmp_path / "out"), local_schema, ValidationConfig(severity={"not_parquet": "error"}))
     assert result.has_errors and [a.code for a in result.errors] == ["not_parquet"]
+
+
+def test_wrong_width_values_are_still_checked(write_files, clean_table, tmp_path, local_schema) -> None:
+    """binary stored as int64 with a 256: the type is wrong and the value is not hidden by a cast."""
+    values = _matrix(clean_table, "binary").astype(np.int64)
+    values[11, 0] = 256
+    source = write_files({"p.parquet": _set(clean_table, "binary", _fixed(values, pa.int64()))})
+    found = {(a.code, a.column): a for a in run(source, str(tmp_path / "out"), local_schema).anomalies}
+    assert ("wrong_type", "binary") in found
+    assert [e["row"] for e in found[("binary_out_of_range", "binary")].examples] == [11]
+
+
+def test_an_empty_directory_is_empty_input(tmp_path, local_schema) -> None:
+    (tmp_path / "in").mkdir()
+    result = run(str(tmp_path / "in"), str(tmp_path / "out"), local_schema)
+    assert [(a.code, a.severity) for a in result.anomalies] == [("empty_input", "error")]
+    assert Path(result.report_uri).exists()

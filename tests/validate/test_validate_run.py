@@ -38,7 +38,7 @@ def test_statistics_describe_every_column(clean_result, clean_data, local_schema
     continuous = stats["columns"]["continuous"]
     assert continuous["summary"]["nan"] + continuous["summary"]["inf"] > 0  # the generator's NaN/inf
     assert 0.2 < continuous["summary"]["zero_share"] < 0.7
-    assert len(continuous["elements"]["mean"]) == 64 and len(continuous["histograms"]) == 64
+    assert len(continuous["elements"]["mean"]) == 64 and len(continuous["histograms"]["bins"]) == 64
     assert set(continuous["summary"]["quantiles"]) == {"p01", "p25", "p50", "p75", "p99"}
     table = pq.read_table(f"{clean_data}/part-00000-of-00002.parquet")
     first = table.column("continuous").combine_chunks().flatten().to_numpy().reshape(-1, 64)[:, 0]
@@ -86,6 +86,7 @@ def test_cli_exit_codes_and_the_failure_names_codes_and_columns(clean_data, tmp_
 
 def test_missing_input_and_bad_config_are_usage_errors(tmp_path, clean_data) -> None:
     assert recap(["validate", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert recap(["validate", "--out", str(tmp_path / "o")]) == 2
     config = tmp_path / "bad.yaml"
     config.write_text("max_non_finite_share: 0.1\nmax_nan_share: 0.2\n")
     assert recap(["validate", "--input", clean_data, "--out", str(tmp_path / "o"), f"--config_path={config}"]) == 2

@@ -13,11 +13,12 @@ from components.datagen import generate
 from components.validate import run
 
 PEAK_RSS = """
-import resource, sys
+import sys
 from components.validate import run
 result = run(sys.argv[1], sys.argv[2], "local")
 assert not result.has_errors, [a.message for a in result.anomalies]
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this process's own peak; ru_maxrss would include the parent's RSS at fork
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")))
 """
 
 

@@ -1,0 +1,256 @@
+"""Trainer benchmark, in one run: the prod-shaped Heavy Ranker's training speed against this
+machine's own matmul peak, bf16 autocast against fp32, the input pipeline alone, peak memory.
+
+Every measurement runs in a child process of its own (its peak RSS is its own):
+(a) matmul peak: square 2048 matmuls, fp32 and bf16, 2 threads;
+(b) training: configs/prod.yaml's model (4 x 1024 MaskBlocks, MLP 2048, 10 towers 256-128-1,
+    ID tables), 1 process, 2 threads, global batch 128, in-memory batches, DMP over a world
+    of one; fp32 and bf16 autocast; examples/s median over timed steps after warm-up, and
+    the model's FLOP/s (6 x in x out per Linear per example) as a share of (a);
+(c) the input pipeline alone: the trainer's reader over prod-shaped gzip TFRecords;
+(d) held-out AUROC of the local model trained fp32 vs bf16 autocast on the same data.
+Baseline: the original trainer on this machine (issue #5): ~310 examples/s, ~90 GFLOP/s,
+~53% of a 170 GFLOP/s fp32 matmul peak, peak RSS 2.4 GB. The machine is shared: ratios to
+peaks measured in the same run are what to compare.
+
+`python -m benchmarks.bench_train` prints a markdown table and writes results/train.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULT = HERE / "results" / "train.md"
+THREADS = 2
+BASELINE = {"examples_per_s": 310.0, "gflops": 90.0, "share_of_fp32_peak": 0.53, "peak_rss_gb": 2.4}
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child_peak() -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    n = 2048
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        for _ in range(2):
+            a @ b
+        best = float("inf")
+        for _ in range(6):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        out[f"{name}_gflops"] = 2 * n**3 / best / 1e9
+    return out
+
+
+def _flops_per_example(model) -> float:
+    """Forward 2*in*out per Linear, backward twice that: 6*in*out per example."""
+    from torch import nn
+
+    return sum(6 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def _world_of_one(config_path: str, overrides: dict):
+    from components.train.config import load_train_config
+    from components.train.distributed import init_distributed
+
+    config = load_train_config(config_path, overrides)
+    return config, config.load_schema(), init_distributed()
+
+
+def child_train(precision: str, steps: int, warmup: int) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from components.train.distributed import shard_model
+    from components.train.loop import _Optimizers, train_step
+    from components.train.model import HeavyRanker
+    from components.train.synthetic import global_batch
+
+    save_dir = tempfile.mkdtemp(prefix="bench-train-")
+    config, schema, env = _world_of_one("configs/prod.yaml", {
+        "training.save_dir": save_dir, "train_data.global_batch_size": 128,
+        "training.bf16_autocast": precision == "bf16"})
+    torch.manual_seed(0)
+    model = HeavyRanker(config.model, schema, sparse_device="meta")
+    flops = _flops_per_example(model)
+    dmp, _ = shard_model(model, config.model, config.optimizer, env, seed=0)
+    optimizers = _Optimizers(dmp, config, list(schema.task_names))
+    optimizers.set_step(10_000)  # past the ramps: real learning rates
+    pos_weight = torch.ones(len(schema.tasks))
+    batches = [global_batch(schema, 128, i) for i in range(4)]
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        train_step(dmp, optimizers, [batches[step % len(batches)]], config, env, pos_weight)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"examples_per_s": 128 / median, "flops_per_example": flops,
+            "gflops": flops * 128 / median / 1e9, "peak_rss_gb": _peak_rss_gb(), "steps": steps}
+
+
+def child_pipeline(rows: int, seconds: float) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from components.common.schema import load_schema
+    from components.convert.convert import ConvertSettings
+    from components.convert.convert import run as convert
+    from components.datagen import generate
+    from components.train.reader import ReaderOptions, read_batches
+
+    schema = load_schema("prod")
+    root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    generate(schema, str(root / "raw"), rows=rows, files=2, seed=0)
+    convert(str(root / "raw"), str(root / "data"), schema, ConvertSettings(shards=4, workers=2, eval_fraction=0.0))
+    options = ReaderOptions(batch_size=128, shuffle=True, repeat=True, drop_remainder=True)
+    batches = read_batches(str(root / "data" / "train"), schema, options)
+    for _ in range(3):
+        next(batches)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        count += next(batches).batch_size
+    rate = count / (time.perf_counter() - start)
+    return {"examples_per_s": rate, "peak_rss_gb": _peak_rss_gb(), "rows": rows}
+
+
+def child_auroc(precision: str, steps: int) -> dict:
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    torch.set_num_threads(THREADS)
+    from components.train.export import load_exported_model
+    from components.train.loop import train
+    from components.train.synthetic import global_batch, synthetic_source
+
+    save_dir = tempfile.mkdtemp(prefix="bench-auroc-")
+    config, schema, env = _world_of_one("configs/local.yaml", {
+        "training.save_dir": save_dir, "training.num_train_steps": steps,
+        "training.bf16_autocast": precision == "bf16", "training.checkpoint_every_n": steps})
+    config.training.tensorboard = False
+    size = config.train_data.global_batch_size
+    result = train(config, schema, env, synthetic_source(schema, size, seed=3))
+    model = load_exported_model(result.model_dir).model
+    probabilities, labels = [], []
+    with torch.no_grad():
+        for index in range(40):
+            batch = global_batch(schema, 512, 10**6 + index, seed=3)
+            probabilities.append(model(batch)["probabilities"].numpy())
+            labels.append(batch.labels.numpy())
+    p, y = np.concatenate(probabilities), np.concatenate(labels)
+    aurocs = {t: roc_auc_score(y[:, i], p[:, i]) for i, t in enumerate(schema.task_names)}
+    return {"aurocs": aurocs, "mean_auroc": float(np.mean(list(aurocs.values())))}
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_child(*args: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "RECAP_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_train", "--child", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs="*")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--pipeline-rows", type=int, default=2000)
+    parser.add_argument("--auroc-steps", type=int, default=300)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "peak":
+            out = child_peak()
+        elif kind == "train":
+            out = child_train(rest[0], int(rest[1]), warmup=3)
+        elif kind == "pipeline":
+            out = child_pipeline(int(rest[0]), seconds=15.0)
+        else:
+            out = child_auroc(rest[0], int(rest[1]))
+        print(json.dumps(out))
+        return
+
+    started = time.perf_counter()
+    peak = run_child("peak")
+    fp32 = run_child("train", "fp32", str(args.steps))
+    bf16 = run_child("train", "bf16", str(args.steps))
+    peak_after = run_child("peak")  # the load may change during the run: bracket it
+    fp32_peak = max(peak["fp32_gflops"], peak_after["fp32_gflops"])
+    bf16_peak = max(peak["bf16_gflops"], peak_after["bf16_gflops"])
+    pipeline = run_child("pipeline", str(args.pipeline_rows))
+    auroc32 = run_child("auroc", "fp32", str(args.auroc_steps))
+    auroc16 = run_child("auroc", "bf16", str(args.auroc_steps))
+    max_gap = max(abs(auroc32["aurocs"][t] - auroc16["aurocs"][t]) for t in auroc32["aurocs"])
+    fastest = max(fp32["examples_per_s"], bf16["examples_per_s"])
+    load = os.getloadavg()[0]
+
+    def row(*cells: object) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    lines = [
+        "## Trainer (prod-shaped Heavy Ranker, 1 process, 2 threads, global batch 128)",
+        "",
+        f"Model: configs/prod.yaml (4 x 1024 MaskBlocks, MLP 2048, 10 towers 256-128-1, 3 ID tables), "
+        f"{fp32['flops_per_example'] / 1e6:.0f} MFLOP per example fwd+bwd; in-memory batches; "
+        f"median of {args.steps} steps after 3 warm-up steps. Matmul peaks measured in the same run "
+        f"(2048^2, best of before/after): fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s. "
+        f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at the end {load:.1f}).",
+        "",
+        "| measurement | value | ratio | baseline (original trainer, issue #5) | target |",
+        "|---|---:|---:|---|---|",
+        row("fp32 training examples/s", f"{fp32['examples_per_s']:.0f}",
+            f"{fp32['examples_per_s'] / BASELINE['examples_per_s']:.2f}x baseline", "~310 examples/s", ""),
+        row("fp32 model GFLOP/s (share of fp32 matmul peak)", f"{fp32['gflops']:.0f}",
+            f"{fp32['gflops'] / fp32_peak:.0%}", "~90 GFLOP/s, ~53% of 170", ">= 60%"),
+        row("bf16 autocast training examples/s", f"{bf16['examples_per_s']:.0f}",
+            f"{bf16['examples_per_s'] / fp32['examples_per_s']:.2f}x our fp32", "", ">= 1.8x our fp32"),
+        row("bf16 model GFLOP/s (share of bf16 matmul peak)", f"{bf16['gflops']:.0f}",
+            f"{bf16['gflops'] / bf16_peak:.0%}", "bf16 peak ~400 GFLOP/s", ""),
+        row("held-out mean AUROC fp32 / bf16 (local model, same data)",
+            f"{auroc32['mean_auroc']:.4f} / {auroc16['mean_auroc']:.4f}",
+            f"max per-task gap {max_gap:.4f}", "", "gap <= 0.003"),
+        row("input pipeline alone (reader, prod TFRecords) examples/s", f"{pipeline['examples_per_s']:.0f}",
+            f"{pipeline['examples_per_s'] / fastest:.2f}x fastest training", "", ">= 2x fastest training"),
+        row("peak RSS, fp32 / bf16 training process (GB)", f"{fp32['peak_rss_gb']:.2f} / {bf16['peak_rss_gb']:.2f}",
+            f"{max(fp32['peak_rss_gb'], bf16['peak_rss_gb']) / BASELINE['peak_rss_gb']:.2f}x baseline", "2.4 GB",
+            "<= 2.4 GB"),
+        "",
+        f"`python -m benchmarks.bench_train` ({time.perf_counter() - started:.0f} s).",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

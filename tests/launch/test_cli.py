@@ -1,0 +1,43 @@
+"""`recap launch`: the manifest it would submit, and the cleanup action against the fake API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.cli import main
+from tests.launch.fake_k8s import SUCCESS_SCRIPT, FakeJob, FakeKubernetes
+
+TRAINER = ["--config-path", "configs/local.yaml", "--train-data", "gs://b/tf/train", "--validation-data",
+           "gs://b/tf/eval", "--save-dir", "gs://b/ckpt", "--model-dir", "gs://b/model"]
+
+
+def test_dry_run_prints_the_pytorchjob_named_after_the_run(capsys):
+    code = main(["launch", "--dry-run", "--backend", "kubernetes", "--run-id", "6f1c-77", "--image", "r/recap-train:1",
+                 "--num-workers", "2", "--gpus-per-worker", "1", "--timeout", "100",
+                 "--trainer-flag", "num_train_steps=9", *TRAINER])
+    assert code == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["metadata"]["name"] == "recap-train-6f1c-77"
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == 700
+    args = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"]
+    assert "--num_train_steps=9" in args and "--nnodes=2" in args
+
+
+def test_missing_trainer_arguments_are_a_usage_error(capsys):
+    assert main(["launch", "--run-id", "x"]) == 2
+    assert "missing --config-path" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_delete_action_removes_the_runs_job(tmp_path):
+    with FakeKubernetes(script=SUCCESS_SCRIPT) as fake:
+        kubeconfig = fake.kubeconfig(tmp_path / "kc")
+        left_behind = {"metadata": {"name": "recap-train-6f1c-77"}, "spec": {"pytorchReplicaSpecs": {}}}
+        fake.jobs[("kubeflow", "recap-train-6f1c-77")] = FakeJob(body=left_behind, script=SUCCESS_SCRIPT)
+        assert main(["launch", "--delete", "--run-id", "6f1c-77", "--kubeconfig", kubeconfig]) == 0
+        assert fake.calls == [("DELETE", "/apis/kubeflow.org/v1/namespaces/kubeflow/pytorchjobs/recap-train-6f1c-77")]
+        assert fake.jobs == {}
+        # a second cleanup (the exit handler after a launcher that already deleted) is fine
+        assert main(["launch", "--delete", "--run-id", "6f1c-77", "--kubeconfig", kubeconfig]) == 0

@@ -1,0 +1,60 @@
+"""The KFP component bodies on the `kubernetes` backend, against the loopback Kubernetes API:
+the train step submits a PyTorchJob named after the run, the exit handler deletes that same job."""
+
+from __future__ import annotations
+
+import pytest
+from kfp import dsl
+
+from components.launch import job_name
+from pipeline.components import make_components
+from pipeline.images import ImageSettings
+from tests.launch.fake_k8s import STALL_SCRIPT, SUCCESS_SCRIPT, FakeKubernetes
+
+pytestmark = pytest.mark.integration
+JOBS = "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs"
+
+
+@pytest.fixture
+def ops():
+    return make_components(ImageSettings(registry="r.example", tag="1"))
+
+
+def test_train_step_submits_a_pytorchjob_named_after_the_run(ops, tmp_path, monkeypatch):
+    with FakeKubernetes(script=SUCCESS_SCRIPT, namespace="team-a") as fake:
+        monkeypatch.setenv("KUBECONFIG", fake.kubeconfig(tmp_path / "kc"))
+        tfrecords = dsl.Dataset(name="tfrecords", uri=str(tmp_path / "convert/tfrecords"),
+                                metadata={"data_uri": "gs://bucket/recap/convert-1/tfrecords"})
+        model = dsl.Model(name="model", uri=str(tmp_path / "train/model"), metadata={})
+        ops.train.python_func(
+            tfrecords=tfrecords, train_config="configs/prod.yaml", data_root="gs://bucket/recap",
+            backend="kubernetes", run_id="0b6f7c1e-run", train_image="r.example/recap-train:1", namespace="team-a",
+            num_workers=2, procs_per_worker=4, gpus_per_worker=4, cpu_per_worker="16", memory_per_worker="64Gi",
+            num_train_steps=0, timeout_s=60, gcs_secret="", model=model, poll_interval_s=0.05,
+        )
+        job = fake.created[0]
+        assert job["metadata"]["name"] == job_name("0b6f7c1e-run")
+        container = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "r.example/recap-train:1"
+        assert "--train_data=gs://bucket/recap/convert-1/tfrecords/train" in container["args"]
+        save_dir = next(a for a in container["args"] if a.startswith("--save_dir="))
+        assert save_dir.startswith("--save_dir=gs://bucket/recap/train-")
+        assert model.metadata["data_uri"].startswith("gs://bucket/recap/train-")
+        assert model.metadata["job_name"] == job["metadata"]["name"]
+        assert fake.calls[-1] == ("DELETE", f"{JOBS}/{job_name('0b6f7c1e-run')}")
+
+
+def test_exit_handler_deletes_the_job_the_train_step_created(ops, tmp_path, monkeypatch):
+    with FakeKubernetes(script=STALL_SCRIPT, namespace="team-a") as fake:
+        monkeypatch.setenv("KUBECONFIG", fake.kubeconfig(tmp_path / "kc"))
+        from components.launch.cluster import make_client
+        from components.launch.pytorchjob import build_pytorchjob
+        from components.launch.spec import LaunchSpec
+
+        name = job_name("0b6f7c1e-run")
+        make_client("team-a").create_job(job=build_pytorchjob(LaunchSpec(job_name=name, image="i", namespace="team-a"),
+                                                              ["torchrun"]), namespace="team-a")
+        ops.delete_training_job.python_func(run_id="0b6f7c1e-run", namespace="team-a", backend="kubernetes")
+        assert fake.calls[-1] == ("DELETE", f"{JOBS}/{name}") and fake.jobs == {}
+        ops.delete_training_job.python_func(run_id="0b6f7c1e-run", namespace="team-a", backend="local")
+        assert len(fake.calls) == 2  # the local backend has no job to delete

@@ -138,9 +138,24 @@ def _collect(children: list[Any], results: Any) -> list[ShardOutput]:
     return outputs
 
 
+def start_method() -> str:
+    """`fork` (instant start) when this process runs a single OS thread, else `spawn`.
+
+    A forked child inherits only the forking thread, so the thread pools of TensorFlow,
+    torch, Arrow or a GCS client would be broken in it; with no other thread alive there is
+    nothing to break. A spawned worker instead re-imports numpy/pyarrow (~0.5 CPU-s).
+    """
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:  # no procfs: cannot tell
+        return "spawn"
+    return "fork" if threads == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+
+
 def _run_jobs(jobs: list[ShardJob], workers: int, total_rows: int, show_bar: bool) -> list[ShardOutput]:
-    # spawn, not fork: the parent may hold TensorFlow or GCS client threads.
-    ctx = mp.get_context("spawn")
+    method = start_method()
+    log.debug("convert workers=%d start_method=%s", workers, method)
+    ctx = mp.get_context(method)
     next_index, rows_done, stop = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Value("b", 0)
     results = ctx.Queue()
     children = [

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,24 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"override {path}")
 
 
+def quiet_libraries(verbose: bool = False) -> None:
+    """One log format and our INFO lines only: torchrec/fbgemm install their own root handler
+    at import and log every TBE's arguments; their warnings about deprecated internals are noise.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not getattr(handler, "_recap", False):
+            root.removeHandler(handler)
+    if verbose:
+        return
+    root.setLevel(logging.WARNING)
+    logging.getLogger("components").setLevel(logging.INFO)
+    for module in ("torch", "torchrec", "fbgemm_gpu"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+    logging.getLogger("torchrec").setLevel(logging.ERROR)  # planner stats tables, topology advice
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, object]:
     return {path: getattr(args, flag) for flag, path in OVERRIDE_FLAGS.items() if getattr(args, flag, None) is not None}
 
@@ -44,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     from components.train.distributed import init_distributed, shutdown_distributed
     from components.train.loop import reader_source, train
+
+    quiet_libraries(verbose=args.debug_loop)
 
     try:
         config = load_train_config(args.config_path, overrides_from(args))

@@ -202,3 +202,20 @@ def test_killed_conversion_leaves_no_manifest_and_a_rerun_completes(tmp_path):
     assert sum(result.records.values()) == 30_000
     assert {p.name for p in (out / "train").iterdir()} == {
         Path(u).name for u in result.shard_uris["train"]} | {"_MANIFEST.json"}
+
+
+@pytest.mark.integration
+def test_cli_subprocess_with_forked_workers_matches_in_process_output(tmp_path):
+    """`recap convert` holds no TensorFlow, so its workers fork; the shards must not change."""
+    raw = str(tmp_path / "raw")
+    write_raw(SCHEMA, raw, rows=500, files=2, row_group_size=40)
+    expected = run(raw, str(tmp_path / "here"), SCHEMA, ConvertSettings(shards=3, workers=1))
+    command = [sys.executable, "-m", "components.cli", "convert", "--input", raw, "--out",
+               str(tmp_path / "cli"), "--shards", "3", "--workers", "2", "--log-level", "DEBUG"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train: " in done.stdout and "rows_per_s=" in done.stderr
+    assert "start_method=fork" in done.stderr
+    for split in ("train", "eval"):
+        for uri in expected.shard_uris[split]:
+            assert (tmp_path / "cli" / split / Path(uri).name).read_bytes() == Path(uri).read_bytes()

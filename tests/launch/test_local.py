@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +52,30 @@ def test_timeout_stops_the_processes():
     with pytest.raises(LaunchTimeout, match="not finished after"):
         run_torchrun(spec(timeout_s=1.0), [sys.executable, "-c", "import time; time.sleep(60)"])
     assert time.monotonic() - start < 15
+
+
+def test_sigterm_stops_the_local_processes(tmp_path):
+    marker = tmp_path / "child.pid"
+    script = textwrap.dedent(f"""
+        import sys
+        from components.launch.local import run_torchrun
+        from components.launch.spec import LaunchSpec, LaunchCancelled
+        child = [sys.executable, "-c", "import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+        try:
+            run_torchrun(LaunchSpec(job_name="j", image="", timeout_s=60), child)
+        except LaunchCancelled as exc:
+            print("CANCELLED", exc, flush=True)
+            sys.exit(exc.exit_code)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 30
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    child_pid = int(marker.read_text())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "CANCELLED" in out, out
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)  # the training process is gone too

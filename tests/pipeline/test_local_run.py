@@ -30,7 +30,10 @@ def test_corrupted_raw_data_stops_at_validation_and_publishes_nothing(tmp_path, 
     code = main(["pipeline", "run", "--raw", raw, "--root", root, "--num-train-steps", "5"])
 
     assert code == 1  # a failed check
-    run = json.loads(capsys.readouterr().out)  # stdout is only the result; step logs went to stderr
+    captured = capsys.readouterr()
+    run = json.loads(captured.out)  # stdout is only the result; step logs went to stderr
+    assert "pipeline stopped by data validation: 1 validation error(s)" in captured.err
+    assert "unreadable_file" in captured.err
     assert not run["succeeded"]
     assert run["failed_tasks"][0] == "validation-gate"
     assert run["validation_passed"] is False

@@ -11,7 +11,7 @@ import json
 import sys
 
 from components.common.logs import setup_logging
-from components.train.__main__ import add_trainer_arguments, overrides_from
+from components.train.__main__ import add_trainer_arguments, overrides_from, quiet_libraries
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed
 from components.train.loop import train
@@ -25,6 +25,7 @@ def main() -> int:
     parser.add_argument("--data_seed", type=int, default=0)
     args = parser.parse_args()
     setup_logging()
+    quiet_libraries()
     config = load_train_config(args.config_path, overrides_from(args))
     env = init_distributed()
     schema = config.load_schema()

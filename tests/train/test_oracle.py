@@ -19,7 +19,7 @@ from tests.train.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-ROWS = 60_000
+ROWS = 100_000
 MIN_POSITIVES = 200  # tasks with fewer held-out positives give too noisy an AUROC
 
 

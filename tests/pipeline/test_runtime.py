@@ -1,0 +1,83 @@
+"""What component bodies rely on: data locations, the push with its LATEST pointer, KFP metrics."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kfp import dsl
+
+from components.common import storage
+from components.common.errors import ConfigError, StorageError
+from pipeline import runtime
+
+
+@given(st.lists(st.text(alphabet="abcdefghij-/0123456789", min_size=1, max_size=30), min_size=2, max_size=6,
+                unique=True))
+def test_every_artifact_gets_its_own_data_location_under_the_root(uris):
+    uris = [f"gs://pr/recap/{u}" for u in uris]
+    locations = [runtime.data_location(u, "gs://data/recap") for u in uris]
+    assert len(set(locations)) == len(uris)
+    assert all(loc.startswith("gs://data/recap/") for loc in locations)
+    assert locations == [runtime.data_location(u, "gs://data/recap") for u in uris]  # deterministic
+
+
+def test_without_a_data_root_data_lives_under_the_artifact_uri():
+    assert runtime.data_location("gs://pr/run/convert/tfrecords/", "") == "gs://pr/run/convert/tfrecords"
+
+
+def test_record_location_is_read_back_by_consumers(tmp_path):
+    out = dsl.Dataset(name="tfrecords", uri=str(tmp_path / "convert" / "tfrecords"), metadata={})
+    runtime.record_location(out, "gs://data/x/tfrecords", train_records=10)
+    assert storage.read_json(str(tmp_path / "convert/tfrecords/_LOCATION.json"))["data_uri"] == "gs://data/x/tfrecords"
+    consumer_view = dsl.Dataset(name="tfrecords", uri=out.uri, metadata=dict(out.metadata))
+    assert runtime.data_uri(consumer_view) == "gs://data/x/tfrecords"
+    assert runtime.data_uri(dsl.Dataset(name="t", uri="gs://pr/a/", metadata={})) == "gs://pr/a"
+
+
+def test_push_copies_the_model_then_moves_latest(storage_root):
+    model = storage.join(storage_root, "train/model")
+    storage.write_text(storage.join(model, "weights.pt"), "w")
+    storage.write_text(storage.join(model, "meta/schema.json"), "{}")
+    serving = storage.join(storage_root, "serving")
+    first = runtime.push_model(model, serving, "run-1")
+    second = runtime.push_model(model, serving, "run-2")
+    assert first == f"{serving}/run-1" and second == f"{serving}/run-2"
+    assert sorted(storage.relative_to(u, second) for u in storage.list_uris(second)) == ["meta/schema.json", "weights.pt"]
+    latest = storage.read_json(f"{serving}/LATEST")
+    assert latest["version"] == "run-2" and latest["model_uri"] == second and latest["files"] == 2
+    assert storage.list_uris(first)  # older versions stay for rollback
+
+
+def test_push_refuses_an_empty_model_and_needs_a_target(tmp_path):
+    with pytest.raises(StorageError, match="no model files"):
+        runtime.push_model(str(tmp_path / "empty"), str(tmp_path / "serving"), "v")
+    with pytest.raises(ConfigError, match="serving_uri"):
+        runtime.serving_root("", "")
+    assert runtime.serving_root("", "gs://b/r") == "gs://b/r/serving"
+
+
+def test_kfp_metrics_and_classification_artifacts():
+    metrics = dsl.Metrics(name="m", uri="", metadata={})
+    runtime.log_scalars(metrics, {"auroc": 0.7, "blessed": True, "nan": float("nan"), "name": "x"})
+    assert metrics.metadata == {"auroc": 0.7, "blessed": 1.0}
+    classification = dsl.ClassificationMetrics(name="c", uri="", metadata={})
+    task = runtime.log_classification(classification, {
+        "is_favorited": {"roc": [{"fpr": 0.0, "tpr": 0.0, "threshold": float("inf")}, {"fpr": 1.0, "tpr": 1.0, "threshold": 0.0}],
+                         "confusion_matrix": {"categories": ["negative", "positive"], "matrix": [[5, 1], [2, 3]]}},
+        "is_replied": {"roc": [], "confusion_matrix": {}},
+    })
+    assert task == "is_favorited" and classification.metadata["task"] == "is_favorited"
+    assert len(classification.metadata["confidenceMetrics"]) == 2
+    assert classification.metadata["confusionMatrix"]["rows"] == [{"row": [5, 1]}, {"row": [2, 3]}]
+
+
+def test_anomaly_summary_names_codes_and_columns():
+    class A:
+        def __init__(self, code, column, message):
+            self.code, self.column, self.message = code, column, message
+
+    assert runtime.anomaly_summary([], "gs://b/raw") == "ok"
+    text = runtime.anomaly_summary([A("unreadable_file", None, "part-0 truncated")] * 25, "gs://b/raw")
+    assert text.startswith("25 validation error(s) in gs://b/raw:") and "unreadable_file -: part-0 truncated" in text
+    assert text.endswith("... and 5 more")

@@ -15,9 +15,10 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -58,8 +59,9 @@ class ConvertSettings(StrictModel):
     def resolved_compression(self) -> tuple[str, int]:
         """(backend, level) this run uses."""
         backend = self.compressor
-        if backend == "auto":
-            backend = "isal" if importlib.util.find_spec("isal") is not None else "zlib"
+        if backend == "auto":  # isal when installed and the level is one of its own (0-3)
+            fits = self.compression_level is None or self.compression_level <= 3
+            backend = "isal" if fits and importlib.util.find_spec("isal") is not None else "zlib"
         if backend == "isal" and importlib.util.find_spec("isal") is None:
             raise ConfigError("compressor isal: the `isal` package is not installed (use zlib)")
         default = 1 if backend == "isal" else 6
@@ -69,6 +71,8 @@ class ConvertSettings(StrictModel):
 
 @dataclass(frozen=True)
 class ConvertResult:
+    """What a conversion published: per split record counts, shard URIs and manifests."""
+
     out_uri: str
     records: dict[str, int]  # split -> record count
     shard_uris: dict[str, tuple[str, ...]]  # split -> shard URIs
@@ -76,7 +80,6 @@ class ConvertResult:
     manifest_uris: dict[str, str]
     rows: int
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -139,17 +142,16 @@ def _collect(children: list[Any], results: Any) -> list[ShardOutput]:
 
 
 def start_method() -> str:
-    """`fork` (instant start) when this process runs a single OS thread, else `spawn`.
+    """`fork` (instant start) when nothing fork-unsafe runs here, else `spawn`.
 
-    A forked child inherits only the forking thread, so the thread pools of TensorFlow,
-    torch, Arrow or a GCS client would be broken in it; with no other thread alive there is
-    nothing to break. A spawned worker instead re-imports numpy/pyarrow (~0.5 CPU-s).
+    A forked child inherits only the forking thread. Live Python threads (a progress bar, a
+    client pool) and TensorFlow's runtime would be left broken in it, so either one means
+    spawn. BLAS, jemalloc and an unused torch are fork-aware. A spawned worker instead
+    re-imports numpy/pyarrow (~0.5 CPU-s each).
     """
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:  # no procfs: cannot tell
+    if "tensorflow" in sys.modules or threading.active_count() > 1:
         return "spawn"
-    return "fork" if threads == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 
 def _run_jobs(jobs: list[ShardJob], workers: int, total_rows: int, show_bar: bool) -> list[ShardOutput]:

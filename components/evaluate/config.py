@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -40,17 +41,35 @@ class MetricsConfig(StrictModel):
                     "probabilities; false: unit weights and raw probabilities",
     )
     num_bins: int = Field(default=32768, ge=256, le=1 << 22)
-    threshold: float = Field(default=0.5, gt=0, lt=1)
-    thresholds: dict[str, float] = Field(default_factory=dict, description="per-task override")
+    threshold: float | Literal["base_rate"] = Field(
+        default="base_rate",
+        description="confusion-matrix threshold on the scored probability, or base_rate: the "
+                    "task's (weighted) positive rate in the eval data",
+    )
+    thresholds: dict[str, float | Literal["base_rate"]] = Field(default_factory=dict,
+                                                                description="per-task override")
     curve_points: int = Field(default=200, ge=10)
     reliability_buckets: int = Field(default=20, ge=2)
 
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_unit_interval(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0 < value < 1:
+            raise ValueError(f"must be in (0, 1) or base_rate, got {value}")
+        return value
+
     @field_validator("thresholds")
     @classmethod
-    def _in_unit_interval(cls, value: dict[str, float]) -> dict[str, float]:
+    def _in_unit_interval(cls, value: dict[str, float | str]) -> dict[str, float | str]:
         for task, threshold in value.items():
-            if not 0 < threshold < 1:
-                raise ValueError(f"threshold of {task} must be in (0, 1), got {threshold}")
+            if not isinstance(threshold, str) and not 0 < threshold < 1:
+                raise ValueError(f"threshold of {task} must be in (0, 1) or base_rate, got {threshold}")
+        return value
+
+    def threshold_for(self, task: str) -> float | None:
+        """The numeric threshold of a task, or None for its base rate."""
+        value = self.thresholds.get(task, self.threshold)
+        return None if value == "base_rate" else float(value)
         return value
 
 

@@ -79,7 +79,7 @@ class StreamingEvaluator:
         m = config.metrics
         self.prediction_key = "calibrated_probabilities" if m.use_weights else "probabilities"
         self.accumulators = [
-            BinaryMetricAccumulator(task, m.num_bins, m.thresholds.get(task, m.threshold),
+            BinaryMetricAccumulator(task, m.num_bins, m.threshold_for(task),
                                     m.curve_points, m.reliability_buckets)
             for task in self.task_names
         ]

@@ -11,7 +11,11 @@ running sums. From these:
 - NRCE needs the scale factor mean(label) / mean(prediction), known only at the end; it is
   computed from per-bin prediction means of positives and negatives. Within a bin (logit width
   ~0.001) the log terms vary by ~0.001, so the error is second order (far below 1e-3 RCE points).
-- The confusion matrix at a threshold is counted exactly (plain example counts, unweighted).
+- The confusion matrix (plain example counts, unweighted) comes from per-bin counts at a bin
+  edge: the threshold asked for, or the task's base rate (weighted mean label) when none is
+  given, is snapped to the nearest edge and the snapped value is reported, so the matrix is
+  exact for the threshold it names. A base-rate threshold keeps rare tasks (0.1% positives)
+  from an all-negative matrix at 0.5.
 Weights are the downsampling weights `y/pos_rate + (1-y)/neg_rate` when configured, else 1.
 """
 
@@ -107,7 +111,7 @@ class TaskMetrics:
 class BinaryMetricAccumulator:
     """Streaming state of one task: a fixed logit histogram plus exact sums (see module doc)."""
 
-    def __init__(self, task: str, num_bins: int = 32768, threshold: float = 0.5,
+    def __init__(self, task: str, num_bins: int = 32768, threshold: float | None = None,
                  curve_points: int = 200, reliability_buckets: int = 20) -> None:
         if num_bins < 2:
             raise ValueError("num_bins must be at least 2")
@@ -127,12 +131,13 @@ class BinaryMetricAccumulator:
         self.sum_weighted_label = 0.0
         self.sum_weighted_prediction = 0.0
         self.sum_weighted_cross_entropy = 0.0
-        self.confusion = np.zeros((2, 2), dtype=np.int64)
+        self.pos_count = np.zeros(num_bins, dtype=np.int64)  # unweighted, for the confusion matrix
+        self.neg_count = np.zeros(num_bins, dtype=np.int64)
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.pos_weight, self.neg_weight, self.pos_prediction,
-                                      self.neg_prediction, self.confusion))
+                                      self.neg_prediction, self.pos_count, self.neg_count))
 
     def bin_of(self, p: np.ndarray) -> np.ndarray:
         p = clip_probabilities(p)
@@ -170,12 +175,9 @@ class BinaryMetricAccumulator:
         self.sum_weighted_label += float(wy.sum())
         self.sum_weighted_prediction += float((w * p).sum())
         self.sum_weighted_cross_entropy += float((w * binary_cross_entropy(p, y)).sum())
-        predicted = p >= self.threshold
         actual = y > 0.5
-        self.confusion += np.array([
-            [np.sum(~actual & ~predicted), np.sum(~actual & predicted)],
-            [np.sum(actual & ~predicted), np.sum(actual & predicted)],
-        ], dtype=np.int64)
+        self.pos_count += np.bincount(bins[actual], minlength=n)
+        self.neg_count += np.bincount(bins[~actual], minlength=n)
 
     # ------------------------------------------------------------------ results
 
@@ -193,18 +195,31 @@ class BinaryMetricAccumulator:
         nrce = relative_cross_entropy(self._normalized_cross_entropy(mean_label / mean_prediction), mean_label) \
             if both_classes and mean_prediction > 0 else nan
         calibration = mean_prediction / mean_label if defined and mean_label > 0 else nan
-        matrix = tuple(tuple(int(v) for v in row) for row in self.confusion)
+        threshold, matrix = self._confusion_matrix(mean_label)
         return TaskMetrics(
             task=self.task, auroc=auroc, auroc_error_bound=bound, average_precision=average_precision,
             log_loss=log_loss, rce=rce, nrce=nrce, calibration=calibration,
             mean_prediction=mean_prediction, mean_label=mean_label, count=self.count,
             positives=self.positives, weighted_count=self.sum_weight, weighted_positives=total_pos,
-            nonfinite_predictions=self.nonfinite, threshold=self.threshold,
+            nonfinite_predictions=self.nonfinite, threshold=threshold,
             confusion_matrix=matrix,  # type: ignore[arg-type]
             roc=self._roc_curve(total_pos, total_neg) if both_classes else (),
             precision_recall=self._precision_recall_curve(total_pos) if defined and total_pos > 0 else (),
             reliability=self._reliability() if defined else (),
         )
+
+    def _confusion_matrix(self, mean_label: float) -> tuple[float, tuple[tuple[int, int], tuple[int, int]]]:
+        """[[tn, fp], [fn, tp]] predicting positive from the bin edge nearest the threshold up."""
+        wanted = self.threshold if self.threshold is not None else mean_label
+        if not math.isfinite(wanted):
+            wanted = 0.5
+        p = min(max(wanted, EPSILON), 1 - EPSILON)
+        edge = (math.log(p / (1 - p)) + LOGIT_LIMIT) * (self.num_bins / (2 * LOGIT_LIMIT))
+        k = min(max(round(edge), 0), self.num_bins)
+        snapped = float(self.bin_lower_edges()[k]) if k < self.num_bins else 1.0
+        tn, fp = int(self.neg_count[:k].sum()), int(self.neg_count[k:].sum())
+        fn, tp = int(self.pos_count[:k].sum()), int(self.pos_count[k:].sum())
+        return snapped, ((tn, fp), (fn, tp))
 
     def _auroc(self, total_pos: float, total_neg: float) -> tuple[float, float]:
         """Pairs in one bin count as ties (1/2); the error is at most half their share."""

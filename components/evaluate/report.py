@@ -140,7 +140,8 @@ def _task_plots(task: str, values: dict[str, Any], base: dict[str, Any] | None) 
                              y_range=(0.0, top * 1.05), diagonal=True, plot_id=f"calibration-{task}",
                              legend="upper left")
     matrix = values.get("confusion_matrix") or [[0, 0], [0, 0]]
-    confusion = (f'<table><tr><th>threshold {_fmt(values.get("threshold"), 3)}</th><th>predicted negative</th>'
+    threshold = as_float(values.get("threshold"))
+    confusion = (f'<table><tr><th>threshold {threshold:.3g}</th><th>predicted negative</th>'
                  f'<th>predicted positive</th></tr><tr><td>actual negative</td><td>{_fmt(matrix[0][0])}</td>'
                  f'<td>{_fmt(matrix[0][1])}</td></tr><tr><td>actual positive</td><td>{_fmt(matrix[1][0])}</td>'
                  f'<td>{_fmt(matrix[1][1])}</td></tr></table>')

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper
 
 from components.train.config import ModelConfig, OptimizerConfig
 from components.train.model import HeavyRanker, table_name
@@ -90,6 +91,14 @@ def _sharded_tables(model: nn.Module) -> dict[str, object]:
     return {k: v for k, v in model.state_dict().items() if hasattr(v, "local_shards")}
 
 
+class _DataParallelAcrossRanks(DefaultDataParallelWrapper):
+    """DDP over the dense part, except in a world of one, where it would only copy gradients."""
+
+    def wrap(self, dmp, env, device) -> None:
+        if env.world_size > 1:
+            super().wrap(dmp, env, device)
+
+
 def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config: OptimizerConfig,
                 env: DistEnv, seed: int) -> tuple[nn.Module, str]:
     """Wrap `model` (embedding tables on the meta device) in DMP; returns (dmp, plan as text)."""
@@ -121,7 +130,8 @@ def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config:
                         local_world_size=env.local_world_size)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
-    dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=[sharder])
+    dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=[sharder],
+                                   data_parallel_wrapper=_DataParallelAcrossRanks())
     _initialize_tables(dmp, model_config, seed)
     return dmp, str(plan)
 

@@ -97,12 +97,16 @@ def _autocast(config: RecapConfig, env: DistEnv):
     return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16)
 
 
-def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
-    values = values.detach().float().clone()
+def _global_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum over ranks, on the backend's device (nccl reduces CUDA tensors only); returned on CPU."""
+    values = values.detach().float().to(env.device, copy=True)
     if env.world_size > 1:
         dist.all_reduce(values)
-        values /= env.world_size
-    return values
+    return values.cpu()
+
+
+def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    return _global_sum(values, env) / env.world_size
 
 
 def _next(iterator: Iterator[RecapBatch], what: str, position: int) -> RecapBatch:
@@ -151,12 +155,14 @@ def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[Reca
                env: DistEnv, pos_weight: torch.Tensor, debug_step: int | None = None) -> torch.Tensor:
     """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses."""
     task_loss_sum = torch.zeros(pos_weight.shape[0])
+    anomaly = torch.autograd.detect_anomaly() if debug_step is not None else contextlib.nullcontext()
     for batch in micro_batches:
         batch = batch.to(env.device, non_blocking=True)
-        with _autocast(config, env):
+        with anomaly, _autocast(config, env):
             out = dmp(batch)
-        loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
-        (loss / len(micro_batches)).backward()
+            loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
+        with anomaly:
+            (loss / len(micro_batches)).backward()
         task_loss_sum += per_task.cpu()
     if debug_step is not None:
         _debug_report(dmp, debug_step, loss, batch)
@@ -203,8 +209,6 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
         batches = itertools.chain([first], batches)
     accumulation = training.gradient_accumulation
     global_batch = config.train_data.global_batch_size
-    if debug_loop:
-        torch.autograd.set_detect_anomaly(True)
     progress = _progress(env, training.num_train_steps, step)
     window_start, window_steps = time.perf_counter(), 0
     losses: dict[str, float] = {}
@@ -272,9 +276,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
 def _label_log_odds(batch: RecapBatch, pos_weight: torch.Tensor, env: DistEnv) -> torch.Tensor:
     """Per task, the log-odds minimizing the weighted BCE of a constant logit on this global batch."""
     weights, labels = batch.weights.float().cpu(), batch.labels.float().cpu()
-    sums = torch.stack([(weights * labels).sum(0), (weights * (1 - labels)).sum(0)])
-    if env.world_size > 1:
-        dist.all_reduce(sums)
+    sums = _global_sum(torch.stack([(weights * labels).sum(0), (weights * (1 - labels)).sum(0)]), env)
     positive, negative = sums[0] * pos_weight, sums[1]
     return torch.log((positive + 0.5) / (negative + 0.5))
 

@@ -11,6 +11,7 @@ Shard order, resume arithmetic and shard verification live in `tfrecord_shards`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from components.train.tfrecord_shards import GroupRead, ShardProvider, group_rea
 log = logging.getLogger(__name__)
 
 MANIFEST_KIND = "tfrecord"
-LOG_EVERY_S = 30.0
+LOG_EVERY_S_ENV = "RECAP_READER_LOG_EVERY_S"  # throughput line interval, default 30 s
 READ_BUFFER_BYTES = 1 << 20
 
 
@@ -164,6 +165,8 @@ def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank
         raise DataError(f"batch_size must be >= 1, got {options.batch_size}")
     manifest, directory = load_split_manifest(manifest_uri, schema)
     shards = rank_shards(manifest, directory, rank, world_size)
+    if options.repeat and not any(shard.records for shard in shards):
+        raise DataError(f"{directory}: repeat=True but rank {rank}'s {len(shards)} shards hold no records")
     reads = group_reads(shards, options.num_parallel_reads, options.shuffle, options.seed, rank,
                         options.repeat, start_batch * options.batch_size)
     return _iterate(reads, _Layout(schema), options, rank, start_batch)
@@ -175,7 +178,7 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
 
     provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir)
     throughput = Throughput()
-    last_log = throughput.start
+    last_log, log_every_s = throughput.start, float(os.environ.get(LOG_EVERY_S_ENV, "30"))
     batches = 0
     try:
         iterator = iter(_dataset(provider, layout, options))
@@ -190,7 +193,7 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
             batches += 1
             throughput.add(batch.batch_size)
             now = time.perf_counter()
-            if now - last_log >= LOG_EVERY_S:
+            if now - last_log >= log_every_s:
                 last_log = now
                 log.info("reader %s", format_metrics(rank=rank, batch=start_batch + batches,
                                                      rows=throughput.count, rows_per_s=throughput.per_second))

@@ -238,7 +238,7 @@ class ShardProvider:
                 self.current = tuple(uris)
                 if paths:
                     yield paths, offsets
-        except BaseException as exc:
+        except Exception as exc:  # kept for the consumer: TF's wrapping loses the type
             self.error = exc
             raise
 

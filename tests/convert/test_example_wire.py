@@ -41,6 +41,7 @@ def assert_same_example(ours: bytes, reference, schema) -> None:
             assert list(got.int64_list.value) == list(want.int64_list.value), spec.name
 
 
+@settings(deadline=None)
 @given(st.lists(INT64, min_size=1, max_size=40))
 def test_varint_rows_match_protobuf_varints(values):
     array = np.asarray(values, dtype=np.int64).reshape(1, -1)

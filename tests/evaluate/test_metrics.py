@@ -105,7 +105,25 @@ def test_hand_computed_four_examples() -> None:
     assert m.log_loss == pytest.approx(expected_ce)
     assert m.rce == pytest.approx(100 * (1 - expected_ce / math.log(2)))
     assert m.calibration == pytest.approx(0.5 / 0.5)
-    assert m.confusion_matrix == ((1, 1), (1, 1))  # threshold 0.5: tn=.2, fp=.6, fn=.4, tp=.8
+    # Threshold = base rate 0.5: tn=.2, fp=.6, fn=.4, tp=.8.
+    assert m.threshold == pytest.approx(0.5, rel=1e-3)
+    assert m.confusion_matrix == ((1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5, 0.03])
+def test_confusion_matrix_counts_examples_at_the_reported_threshold(threshold) -> None:
+    p, y, w = synthetic(30_000, base=-4.0, separation=1.5, spread=1.5, seed=9, weighted=True)
+    m = streamed(p, y, w, threshold=threshold).compute()
+    if threshold is None:  # base rate: the weighted positive rate, snapped to a bin edge
+        assert m.threshold == pytest.approx(np.average(y, weights=w), rel=2e-3)
+    else:
+        assert m.threshold == pytest.approx(threshold, rel=2e-3)
+    predicted, actual = p >= m.threshold, y > 0.5
+    expected = ((np.sum(~actual & ~predicted), np.sum(~actual & predicted)),
+                (np.sum(actual & ~predicted), np.sum(actual & predicted)))
+    assert m.confusion_matrix == expected
+    if threshold is None:  # unlike 0.5, the base rate flags a useful share of a rare task
+        assert m.confusion_matrix[1][1] > 0.3 * actual.sum()
 
 
 def test_constant_predictor_has_zero_rce_and_half_auroc() -> None:

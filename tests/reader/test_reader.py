@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.common import storage
@@ -132,6 +132,7 @@ def _round_robin(counts, offsets, order):
     return out
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 12), min_size=1, max_size=6), st.data())
 def test_round_robin_resume_continues_the_full_sequence(counts, data):
     consumed = data.draw(st.integers(0, sum(counts)))
@@ -225,3 +226,14 @@ def test_gcs_shards_go_through_a_bounded_cache_that_is_emptied(gcs_bucket, datas
     assert rows == count_records(str(out / "train"))
     assert 1 <= seen_max <= 4  # the group being read and the next one, 2 shards each
     assert list(cache.iterdir()) == []
+
+
+def test_throughput_is_logged_machine_readably(dataset, caplog, monkeypatch):
+    out, _ = dataset
+    monkeypatch.setenv("RECAP_READER_LOG_EVERY_S", "0")
+    with caplog.at_level(logging.INFO, logger="components.train.reader"):
+        batches = list(read_batches(str(out / "eval"), SCHEMA, ReaderOptions(batch_size=40), start_batch=1))
+    lines = [r.getMessage() for r in caplog.records]
+    periodic = [line for line in lines if line.startswith("reader rank=0 batch=")]
+    assert len(periodic) == len(batches) and periodic[0].startswith("reader rank=0 batch=2 rows=40 rows_per_s=")
+    assert lines[-1].startswith(f"reader done rank=0 batches={len(batches)} ")

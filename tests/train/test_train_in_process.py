@@ -92,3 +92,19 @@ def test_gcs_save_dir_commits_resumes_and_exports(tmp_path, env, gcs_bucket):
     assert second.resumed_from == 10 and second.step == 15
     exported = load_exported_model(storage.join(save_dir, "model"))
     assert exported.step == 15 and first.model_dir.startswith("gs://")
+
+
+def test_gradient_accumulation_consumes_micro_batches_and_records_the_position(tmp_path, env):
+    _, _, result = run(tmp_path, env, str(tmp_path / "run"), steps=6, checkpoint_every_n=3, gradient_accumulation=2)
+    marker = json.loads((tmp_path / "run" / "step_6" / checkpoint.COMMIT_MARKER).read_text())
+    assert result.step == 6 and marker["batches_consumed"] == 12 and marker["world_size"] == 1
+
+
+def test_debug_loop_reports_every_step(tmp_path, env, caplog):
+    data = tiny_config_data(str(tmp_path / "run"), steps=3, train_log_every_n=100)
+    config = load_train_config(write_config(tmp_path / "c.yaml", data))
+    schema = config.load_schema()
+    with caplog.at_level("INFO", logger="components.train"):
+        train(config, schema, env, synthetic_source(schema, 32), debug_loop=True)
+    debug_steps = {r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("debug step=")}
+    assert debug_steps == {"step=0", "step=1", "step=2"}

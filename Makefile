@@ -15,7 +15,7 @@ RUN_DIR ?= runs/local
 RUN_ROWS ?= 200000
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint run bench images clean system-deps
+.PHONY: help setup test lint run bench images push-images clean system-deps
 
 help:
 	@echo "make setup  create .venv with the pinned stack (idempotent)"
@@ -52,14 +52,21 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "note: chromium not installed; the report rendering tests will be skipped"; fi; }
 
+# The newcomer's main job: generate local data, run the whole compiled DAG through kfp.local,
+# print the per-task evaluation table and where the report and the model are.
 run: setup
-	$(BIN)/recap run-local --out $(RUN_DIR) --rows $(RUN_ROWS)
+	$(BIN)/recap data generate --schema local --rows $(RUN_ROWS) --files 4 --seed 1 --out $(RUN_DIR)/raw
+	$(BIN)/recap pipeline run --raw $(RUN_DIR)/raw --root $(RUN_DIR) --summary
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
+# Needs a Docker engine with buildx (not available on the CI machine kind).
 images:
-	docker buildx bake -f docker/docker-bake.hcl
+	REVISION=$$(git rev-parse HEAD) docker buildx bake -f docker/docker-bake.hcl
+
+push-images:
+	REVISION=$$(git rev-parse HEAD) docker buildx bake -f docker/docker-bake.hcl --push
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -101,7 +101,7 @@ def _task_verdict(task: str, values: dict[str, Any], baseline: dict[str, Any] | 
             failures.append(f"{metric} {value:.4f} is below the floor {floor}")
         elif not math.isnan(value):
             notes.append(f"{metric} {value:.4f} >= floor {floor}")
-    return TaskVerdict(task, not failures, tuple(failures or notes or ["no checks but NaN"]),
+    return TaskVerdict(task, not failures, tuple(failures or notes or ["metrics finite; no baseline or floor to compare"]),
                        auroc, baseline_auroc, delta)
 
 

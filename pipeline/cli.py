@@ -67,6 +67,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-root", default=None, help="kfp.local's artifact root (default: <root>/kfp)")
     parser.add_argument("--cache", action="store_true", help="reuse kfp.local cached step outputs")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="any other pipeline parameter")
+    parser.add_argument("--summary", action="store_true",
+                        help="print a per-task table (vs the generator's oracle when RAW has one) instead of JSON")
+
+
+def _print_summary(result, raw_uri: str) -> None:
+    from components.common import storage
+    from components.datagen.oracle import ORACLE_NAME, read_oracle
+    from components.evaluate.summary import summary_table
+
+    oracle_uri = storage.join(raw_uri, ORACLE_NAME)
+    oracle = read_oracle(oracle_uri) if storage.exists(oracle_uri) else None
+    if result.metrics:
+        print(summary_table(storage.read_json(result.metrics), oracle))
+    verdict = "SUCCEEDED" if result.succeeded else f"FAILED at {', '.join(result.failed_tasks) or '?'}"
+    print(f"\nrun {verdict} in {result.seconds:.0f} s; blessed: {result.blessed}")
+    for label, where in (("validation report", result.validation_report), ("evaluation report", result.report),
+                         ("metrics", result.metrics), ("model", result.model_uri),
+                         ("serving copy", result.serving_model_uri)):
+        if where:
+            print(f"  {label + ':':19} {where}")
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -81,7 +101,10 @@ def run_run(args: argparse.Namespace) -> int:
             serving_uri=args.serving_uri, pipeline_root=args.pipeline_root, enable_caching=args.cache,
             extra_params=parse_params(args.param, _parameter_types()),
         )
-    print(json.dumps(result.to_json(), indent=2))
+    if args.summary:
+        _print_summary(result, args.raw)
+    else:
+        print(json.dumps(result.to_json(), indent=2))
     return 0 if result.succeeded else EXIT_CHECK_FAILED
 
 

@@ -92,10 +92,17 @@ def train(
     num_train_steps: int,
     timeout_s: int,
     gcs_secret: str,
+    service_account: str,
     model: Output[Model],
     poll_interval_s: float = 15.0,
 ):
-    """Launch training (PyTorchJob or local torchrun) and record the exported model's location."""
+    """Launch training (PyTorchJob or local torchrun) and record the exported model's location.
+
+    Training pods run as `service_account` (Workload Identity) unless a key Secret is mounted;
+    STORAGE_EMULATOR_HOST is forwarded so a cluster with an in-cluster GCS emulator works.
+    """
+    import os
+
     from components.common.logs import setup_logging
     from components.launch import LaunchSpec, TrainerArgs, job_name
     from components.launch import run as launch
@@ -113,6 +120,8 @@ def train(
         job_name=job_name(run_id), image=train_image, namespace=namespace, num_workers=num_workers,
         procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker, cpu=cpu_per_worker,
         memory=memory_per_worker, timeout_s=float(timeout_s), gcs_secret=gcs_secret, poll_interval_s=poll_interval_s,
+        service_account="" if gcs_secret else service_account,
+        env=tuple((k, os.environ[k]) for k in ("STORAGE_EMULATOR_HOST",) if os.environ.get(k)),
     )
     result = launch(spec, args, backend=backend)
     model.metadata["framework"] = "pytorch"

@@ -99,6 +99,7 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
         baseline_metrics_uri: str = "",
         blessing_tolerance: float = 0.005,
         cache_key: str = "",
+        trainer_service_account: str = "recap-trainer",
     ) -> None:
         cleanup = _configure(
             ops.delete_training_job(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, namespace=namespace,
@@ -127,7 +128,8 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
                           num_workers=num_workers, procs_per_worker=procs_per_worker,
                           gpus_per_worker=gpus_per_worker, cpu_per_worker=cpu_per_worker,
                           memory_per_worker=memory_per_worker, num_train_steps=num_train_steps,
-                          timeout_s=train_timeout_s, gcs_secret=options.gcs_secret),
+                          timeout_s=train_timeout_s, gcs_secret=options.gcs_secret,
+                          service_account=trainer_service_account),
                 "train", options, image_tag,
             )
             evaluated = _configure(

@@ -30,12 +30,15 @@ def test_train_step_submits_a_pytorchjob_named_after_the_run(ops, tmp_path, monk
             tfrecords=tfrecords, train_config="configs/prod.yaml", data_root="gs://bucket/recap",
             backend="kubernetes", run_id="0b6f7c1e-run", train_image="r.example/recap-train:1", namespace="team-a",
             num_workers=2, procs_per_worker=4, gpus_per_worker=4, cpu_per_worker="16", memory_per_worker="64Gi",
-            num_train_steps=0, timeout_s=60, gcs_secret="", model=model, poll_interval_s=0.05,
+            num_train_steps=0, timeout_s=60, gcs_secret="", service_account="recap-trainer", model=model,
+            poll_interval_s=0.05,
         )
         job = fake.created[0]
         assert job["metadata"]["name"] == job_name("0b6f7c1e-run")
         container = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
         assert container["image"] == "r.example/recap-train:1"
+        pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "recap-trainer"
         assert "--train_data=gs://bucket/recap/convert-1/tfrecords/train" in container["args"]
         save_dir = next(a for a in container["args"] if a.startswith("--save_dir="))
         assert save_dir.startswith("--save_dir=gs://bucket/recap/train-")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
+from components.common.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
@@ -28,7 +30,7 @@ def torchrun_command(config_path: str, nproc_per_node: int = 1, nnodes: int = 1,
         command.append("--standalone")
     else:
         if rdzv_endpoint is None:
-            raise ValueError("rdzv_endpoint is required when nnodes > 1")
+            raise ConfigError(f"--rdzv_endpoint is required with --nnodes={nnodes} (host:port of node 0)")
         command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={rdzv_id}"]
         if node_rank is not None:
             command.append(f"--node_rank={node_rank}")

@@ -333,7 +333,7 @@ def _debug_report(dmp: nn.Module, step: int, loss: torch.Tensor, batch: RecapBat
     """--debug_loop: per-step loss, gradient norms and input statistics (slow, verbose)."""
     norms = {name: float(p.grad.norm()) for name, p in dmp.named_parameters() if p.grad is not None}
     worst = sorted(norms.items(), key=lambda kv: -kv[1])[:5]
-    log.info("debug step=%d loss=%.6g batch=%d label_means=%s", step, float(loss), batch.batch_size,
+    log.info("debug step=%d loss=%.6g batch=%d label_means=%s", step, float(loss.detach()), batch.batch_size,
              [round(v, 4) for v in batch.labels.mean(0).tolist()])
     log.info("debug step=%d largest gradient norms: %s", step, ", ".join(f"{n}={v:.4g}" for n, v in worst))
     if not all(math.isfinite(v) for v in norms.values()):

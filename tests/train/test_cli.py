@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from components.cli import main as recap
+from components.common.errors import ConfigError
 from components.train.cli import torchrun_command
 from tests.train.conftest import REPO_ROOT, tiny_config_data, write_config
 
@@ -27,7 +28,7 @@ def test_multi_node_uses_rendezvous_and_a_custom_launcher():
     assert command[0] == "torchrun" and "--standalone" not in command
     assert {"--nnodes=4", "--rdzv_backend=c10d", "--rdzv_endpoint=master:29400", "--node_rank=3"} <= set(command)
     assert command[-1] == "--debug_loop"
-    with pytest.raises(ValueError, match="rdzv_endpoint"):
+    with pytest.raises(ConfigError, match="rdzv_endpoint"):
         torchrun_command("c.yaml", nnodes=2)
 
 

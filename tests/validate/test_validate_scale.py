@@ -35,9 +35,11 @@ def test_peak_memory_is_flat_when_the_input_grows_10x(tmp_path, local_schema) ->
     generate(local_schema, str(large), rows=160_000, files=2, seed=1, row_group_rows=4_000)
     rss_small = _peak_rss_kb(str(small), str(tmp_path / "v-small"))
     rss_large = _peak_rss_kb(str(large), str(tmp_path / "v-large"))
-    # 10x the decoded bytes (~80 MB more) must not show up in the peak; reading a whole file
-    # through one Arrow reader (instead of row group by row group) added ~30 MB here
-    assert rss_large < rss_small + 15_000, (rss_small, rss_large)
+    # 10x the decoded bytes (~80 MB more) must not show up in the peak. Reading whole files
+    # instead of row group by row group added ~120 MB here; with streaming, the peak varies by
+    # up to ~20 MB from run to run and is not monotone in the input (measured 140, 140, 159 and
+    # 152 MB for 16k, 48k, 160k and 480k rows), so the bound sits between noise and the bug.
+    assert rss_large < rss_small + 40_000, (rss_small, rss_large)
 
 
 @pytest.mark.integration

@@ -8,9 +8,12 @@ hash and name, tasks, step, created_at), written last: a model dir without it is
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 import torch
 import yaml
@@ -29,6 +32,25 @@ WEIGHTS = "weights.pt"
 CONFIG = "config.yaml"
 SCHEMA = "schema.yaml"
 EXPORT_INFO = "export.json"
+
+
+def model_code_hash() -> str:
+    """Identity of the code that gives weights their meaning (model.py and layers.py).
+
+    Weights whose shapes still fit can load into changed code silently; comparing this hash
+    on load turns that into a visible warning.
+    """
+    digest = hashlib.sha256()
+    for module in ("model.py", "layers.py"):
+        digest.update((Path(__file__).with_name(module)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("recap-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ def export_model(config: RecapConfig, schema: Schema, checkpoint_dir: str, step:
     storage.write_json(storage.join(model_dir, EXPORT_INFO), {
         "schema_hash": schema.hash, "schema_name": schema.name, "tasks": list(schema.task_names),
         "step": step, "checkpoint": checkpoint_dir,
+        "model_code_hash": model_code_hash(), "recap_version": _package_version(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     })
     log.info("exported model step=%d uri=%s bytes=%d", step, model_dir, len(buffer.getvalue()))
@@ -77,6 +100,11 @@ def load_exported_model(model_uri: str) -> ExportedModel:
         raise SchemaError(f"{schema_uri}: schema hash {schema.hash} differs from export.json's {info['schema_hash']}")
     config = parse_config(yaml.safe_load(storage.read_text(storage.join(model_uri, CONFIG))), RecapConfig,
                           storage.join(model_uri, CONFIG))
+    exported_code = info.get("model_code_hash")
+    if exported_code != model_code_hash():
+        log.warning("%s was exported by other model code (model_code_hash %s, this code %s, "
+                    "recap %s): check that the weights mean the same here",
+                    model_uri, exported_code, model_code_hash(), info.get("recap_version", "unknown"))
     model = HeavyRanker(config.model, schema, sparse_device="cpu")
     weights = torch.load(io.BytesIO(storage.read_bytes(storage.join(model_uri, WEIGHTS))),
                          map_location="cpu", weights_only=True)

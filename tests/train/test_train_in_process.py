@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components.common import storage
-from components.train import checkpoint
+from components.train import checkpoint, export
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed
 from components.train.export import load_exported_model
@@ -55,6 +55,19 @@ def test_exported_model_reproduces_the_final_evaluation(tmp_path, env):
             losses += multi_task_loss(out["logits"], batch.labels, batch.weights, torch.ones(len(schema.tasks)))[1]
     losses /= config.training.num_eval_steps
     assert losses.tolist() == pytest.approx(list(result.eval_losses.values()), rel=1e-5)
+
+
+def test_loading_weights_exported_by_other_model_code_warns(tmp_path, env, caplog, monkeypatch):
+    _, _, result = run(tmp_path, env, str(tmp_path / "run"), steps=2, checkpoint_every_n=2)
+    info = json.loads((tmp_path / "run" / "model" / "export.json").read_text())
+    assert info["model_code_hash"] == export.model_code_hash()
+    with caplog.at_level("WARNING"):
+        load_exported_model(result.model_dir)
+    assert "other model code" not in caplog.text
+    monkeypatch.setattr(export, "model_code_hash", lambda: "0123456789abcdef")
+    with caplog.at_level("WARNING"):
+        load_exported_model(result.model_dir)
+    assert f"exported by other model code (model_code_hash {info['model_code_hash']}, this code 0123456789abcdef" in caplog.text
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, env):

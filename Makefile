@@ -57,7 +57,10 @@ system-deps:
 # print the per-task evaluation table and where the report and the model are.
 run: setup
 	$(BIN)/recap data generate --schema local --rows $(RUN_ROWS) --files 4 --seed 1 --out $(RUN_DIR)/raw
-	$(BIN)/recap pipeline run --raw $(RUN_DIR)/raw --root $(RUN_DIR) --summary
+	@# Step logs (kfp.local echoes every step) go to a file; on failure their tail is shown.
+	$(BIN)/recap pipeline run --raw $(RUN_DIR)/raw --root $(RUN_DIR) --summary 2> $(RUN_DIR)/pipeline.log \
+	  || { tail -n 40 $(RUN_DIR)/pipeline.log; echo "step logs: $(RUN_DIR)/pipeline.log"; exit 1; }
+	@echo "  step logs:          $(RUN_DIR)/pipeline.log"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

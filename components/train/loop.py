@@ -6,9 +6,12 @@ Runs identically on 1..N ranks; every rank calls `train` (torchrun starts them).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import logging
 import math
+import os
+import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -151,6 +154,33 @@ class _TensorBoard:
                     storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
 
 
+_MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}
+
+
+def reuse_large_allocations() -> bool:
+    """Let glibc keep large freed blocks for reuse instead of unmapping them; True if applied.
+
+    glibc serves blocks over 32 MB with a fresh mmap and unmaps them on free, so every step
+    page-faults in anew the gradients of the biggest weights (the prod MLP's 4096x2048 is
+    33.5 MB in fp32): 11-18k faults a step on the prod model, 5 ms (fp32) to 10 ms (bf16,
+    6% of its step). From the heap (mmap threshold 256 MB, trim threshold 1 GB) the next
+    step reuses the same pages; peak RSS is unchanged because the same blocks come back
+    every step. Settings the user made (MALLOC_* variables, GLIBC_TUNABLES) win; other C
+    libraries are left alone.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    user_set = any(k.startswith("MALLOC_") and k.endswith("_THRESHOLD_") for k in os.environ)
+    if user_set or "GLIBC_TUNABLES" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_MALLOPT["M_MMAP_THRESHOLD"], 256 << 20)
+                and libc.mallopt(_MALLOPT["M_TRIM_THRESHOLD"], 1 << 30))
+
+
 def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[RecapBatch], config: RecapConfig,
                env: DistEnv, pos_weight: torch.Tensor, debug_step: int | None = None) -> torch.Tensor:
     """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses."""
@@ -191,6 +221,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     training = config.training
     tasks = list(schema.task_names)
     per_rank_batch_size(config.train_data, env.world_size, "train_data")
+    reuse_large_allocations()
     torch.manual_seed(training.seed)
     model = HeavyRanker(config.model, schema, sparse_device="meta")
     dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed)

@@ -15,11 +15,12 @@ RUN_DIR ?= runs/local
 RUN_ROWS ?= 200000
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint run bench images push-images clean system-deps
+.PHONY: help setup test test-fast lint run bench images push-images clean system-deps
 
 help:
 	@echo "make setup  create .venv with the pinned stack (idempotent)"
-	@echo "make test   setup + ruff + pytest"
+	@echo "make test   setup + ruff + pytest (everything, ~6 min)"
+	@echo "make test-fast  setup + ruff + unit tests only (~1 min)"
 	@echo "make run    setup + the main job (see README)"
 	@echo "make bench  setup + benchmarks (writes BENCHMARKS.md)"
 
@@ -44,6 +45,10 @@ lint: setup
 
 test: setup lint system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the integration tests (torchrun, kfp.local DAGs, emulator, browser).
+test-fast: setup lint
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # Headless Chromium renders the HTML reports in tests; installed from Debian when we are root.
 system-deps:

@@ -2,8 +2,9 @@
 
 Each step's arguments and handler live beside its code in `<package>/cli.py` as
 `add_arguments(parser)` and `run(args) -> int`; this module only routes and maps errors
-to exit codes (0 ok, 1 failed check, 2 usage or config error) in one place. Step modules
-are imported lazily so `recap --help` stays fast and a step that has not landed yet says so.
+to exit codes (0 ok, 1 failed check, 2 usage or config error) in one place. Only the chosen
+step's module is imported: `recap --help` stays fast, and each image needs only its own
+step's dependencies (the validate image has no torch).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from components.common.errors import ConfigError, NotYetAvailable, RecapError
+from components.common.errors import ConfigError, MissingDependency, RecapError
 from components.common.logs import setup_logging
 
 
@@ -23,39 +24,59 @@ class Command:
     path: tuple[str, ...]  # ("data", "generate")
     module: str
     help: str
+    extra: str  # the pyproject extra (and image) that carries this step's dependencies
 
 
 COMMANDS = (
-    Command(("data", "generate"), "components.datagen.cli", "write synthetic raw Parquet with a planted signal, and its oracle"),
-    Command(("validate",), "components.validate.cli", "statistics, anomalies, drift and an HTML report for raw Parquet"),
-    Command(("convert",), "components.convert.cli", "raw Parquet -> gzip TFRecord shards (segdense layout) with manifests"),
-    Command(("train",), "components.train.cli", "train the Heavy Ranker under torchrun with TorchRec sharding"),
-    Command(("evaluate",), "components.evaluate.cli", "metrics, report and blessing for an exported model"),
-    Command(("launch",), "components.launch.cli", "start training as a Kubeflow PyTorchJob or as local torchrun processes"),
-    Command(("pipeline", "compile"), "pipeline.cli", "compile the KFP v2 DAG to YAML"),
-    Command(("pipeline", "run"), "pipeline.cli", "run the whole DAG on this machine through kfp.local"),
-    Command(("pipeline", "submit"), "pipeline.cli", "submit the DAG to a Kubeflow Pipelines host"),
+    Command(("data", "generate"), "components.datagen.cli", "write synthetic raw Parquet with a planted signal, and its oracle", "validate"),
+    Command(("validate",), "components.validate.cli", "statistics, anomalies, drift and an HTML report for raw Parquet", "validate"),
+    Command(("convert",), "components.convert.cli", "raw Parquet -> gzip TFRecord shards (segdense layout) with manifests", "convert"),
+    Command(("train",), "components.train.cli", "train the Heavy Ranker under torchrun with TorchRec sharding", "train"),
+    Command(("evaluate",), "components.evaluate.cli", "metrics, report and blessing for an exported model", "evaluate"),
+    Command(("launch",), "components.launch.cli", "start training as a Kubeflow PyTorchJob or as local torchrun processes", "pipeline"),
+    Command(("pipeline", "compile"), "pipeline.cli", "compile the KFP v2 DAG to YAML", "pipeline"),
+    Command(("pipeline", "run"), "pipeline.cli", "run the whole DAG on this machine through kfp.local", "pipeline"),
+    Command(("pipeline", "submit"), "pipeline.cli", "submit the DAG to a Kubeflow Pipelines host", "pipeline"),
 )
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _load(command: Command):
+def _attach(sub: argparse.ArgumentParser, command: Command) -> None:
+    """Import a step's CLI module and add its arguments and handler to `sub`.
+
+    A missing third-party package (torch in a CPU image) becomes a one-line usage error.
+    """
     try:
-        return importlib.import_module(command.module)
+        module = importlib.import_module(command.module)
+        adder = getattr(module, f"add_{command.path[-1]}_arguments", None) or module.add_arguments
+        adder(sub)
     except ModuleNotFoundError as exc:
-        if exc.name and command.module.startswith(exc.name):
-            return None
-        raise
+        if not exc.name or exc.name.split(".")[0] in ("components", "pipeline"):
+            raise
+        raise MissingDependency(
+            f"`recap {' '.join(command.path)}` needs the Python package {exc.name!r}, which is not "
+            f"installed here (pip install 'recap-pipeline[{command.extra}]', or use the recap-{command.extra} image)"
+        ) from exc
+    sub.set_defaults(_handler=getattr(module, f"run_{command.path[-1]}", None) or module.run)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+def _selected(argv: Sequence[str]) -> Command | None:
+    """The command named by the leading words of argv, if any."""
+    words = [a for a in argv if not a.startswith("-")]
+    for command in COMMANDS:
+        if tuple(words[: len(command.path)]) == command.path:
+            return command
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `recap` parser. Given argv, only the chosen step's module is imported (so an image
+    without torch can run `recap validate`); without argv, every step is loaded (docs, tests)."""
     parser = argparse.ArgumentParser(
         prog="recap",
         description="Train Twitter's Heavy Ranker as a Kubeflow pipeline: one subcommand per step.",
     )
+    chosen = _selected(argv) if argv is not None else None
     groups: dict[str, argparse._SubParsersAction] = {}
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
@@ -67,22 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[key] = group_parser.add_subparsers(dest=f"{word}_command", metavar="SUBCOMMAND", required=True)
             subparsers = groups[key]
         sub = subparsers.add_parser(command.path[-1], help=command.help, description=command.help)
-        _add_common(sub)
-        module = _load(command)
-        if module is None:
-            sub.set_defaults(_command=command, _handler=None)
-            sub.add_argument("--config_path", default=None, help=argparse.SUPPRESS)
-            sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        sub.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                         help="DEBUG, INFO (default), WARNING, ERROR")
+        sub.set_defaults(_command=command, _handler=None)
+        if argv is not None and command != chosen:
             continue
-        adder = getattr(module, f"add_{command.path[-1]}_arguments", None) or module.add_arguments
-        adder(sub)
-        handler = getattr(module, f"run_{command.path[-1]}", None) or module.run
-        sub.set_defaults(_command=command, _handler=handler)
+        _attach(sub, command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+    except MissingDependency as exc:
+        print(f"recap: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     name = " ".join(args._command.path)
@@ -93,8 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if not storage.exists(config_path):
                 raise ConfigError(f"{config_path}: config file not found")
-        if args._handler is None:
-            raise NotYetAvailable(f"`recap {name}` is not available yet in this release")
         return int(args._handler(args) or 0)
     except RecapError as exc:
         print(f"recap {name}: error: {exc}", file=sys.stderr)

@@ -37,5 +37,5 @@ class CheckFailed(RecapError):
     exit_code = EXIT_CHECK_FAILED
 
 
-class NotYetAvailable(RecapError):
-    """A step whose implementation has not landed yet."""
+class MissingDependency(RecapError):
+    """A step's Python dependencies are not installed in this environment (image)."""

@@ -32,9 +32,46 @@ def test_help_lists_every_subcommand() -> None:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c.path))
 def test_every_subcommand_has_help(command) -> None:
+    argv = [*command.path, "--help"]
     with pytest.raises(SystemExit) as info:
-        build_parser().parse_args([*command.path, "--help"])
+        build_parser(argv).parse_args(argv)
     assert info.value.code == 0
+
+
+# What each CPU image lacks (pyproject extras): torch and TensorFlow only come with train/evaluate.
+BLOCK = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # `import name` now raises ModuleNotFoundError, as in a slim image
+from components.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_without(packages: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", BLOCK, packages, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("step", [("validate",), ("convert",), ("data", "generate"), ("launch",)])
+def test_cpu_image_steps_start_without_torch_or_tensorflow(step) -> None:
+    result = run_without("torch,tensorflow,torchrec", *step, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"recap {' '.join(step)}" in result.stdout
+
+
+def test_a_step_whose_packages_are_missing_says_which_extra_to_install() -> None:
+    result = run_without("torch,torchrec", "train", "--help")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "recap: error: `recap train` needs the Python package 'torch', which is not installed here "
+        "(pip install 'recap-pipeline[train]', or use the recap-train image)"
+    ]
+
+
+def test_log_level_is_case_insensitive_and_checked() -> None:
+    assert run("data", "generate", "--help", "--log-level", "debug").returncode == 0
+    bad = run("data", "generate", "--log-level", "loud")
+    assert bad.returncode == 2 and "invalid choice: 'LOUD'" in bad.stderr
 
 
 def test_missing_config_path_exits_2_with_one_line_naming_it() -> None:

@@ -26,6 +26,8 @@ from pipeline.components import STEP_IMAGES, make_components
 from pipeline.images import ImageSettings
 
 PIPELINE_NAME = "recap-heavy-ranker"
+# Same path as components.launch.pytorchjob.GCS_KEY_MOUNT (tests/pipeline checks they agree). Not imported:
+# `kfp dsl compile --py pipeline/dag.py` puts pipeline/ first on sys.path, where `components` is components.py.
 GCS_KEY_MOUNT = "/var/secrets/google"
 
 # step -> (cpu request, cpu limit, memory request, memory limit) of its KFP pod. The training

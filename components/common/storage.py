@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from components.common.errors import StorageError
+from components.common.errors import DataError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,10 @@ def read_text(uri: str) -> str:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_text(uri))
+    try:
+        return json.loads(read_text(uri))
+    except ValueError as exc:  # JSONDecodeError and bad UTF-8
+        raise DataError(f"{uri}: not valid JSON ({exc})") from exc
 
 
 def download(uri: str, local_path: str | os.PathLike[str]) -> Path:

@@ -46,13 +46,6 @@ def masked_crc32c(data: bytes | memoryview) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32
 
 
-def frame_record(data: bytes) -> bytes:
-    """One TFRecord: length, masked crc of the length, data, masked crc of the data."""
-    length = struct.pack("<Q", len(data))
-    return b"".join((length, struct.pack("<I", masked_crc32c(length)), data,
-                     struct.pack("<I", masked_crc32c(data))))
-
-
 def varint_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Packed varints of each row of a [rows, length] integer array.
 

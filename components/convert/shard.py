@@ -75,8 +75,16 @@ def column_values(batch: pa.RecordBatch, spec: FeatureSpec, uri: str, first_row:
 def _iter_slice(piece: FileSlice, columns: list[str], batch_rows: int):
     """Record batches covering rows [start, stop) of one file, reading only the row groups needed.
 
-    Single-threaded decoding: parallelism comes from worker processes, one core each.
+    Single-threaded decoding: parallelism comes from worker processes, one core each. A page
+    that cannot be decoded (the footer was fine) is a DataError naming the file and rows.
     """
+    try:
+        yield from _decode_slice(piece, columns, batch_rows)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{piece.uri}: rows {piece.start}-{piece.stop}: unreadable Parquet data ({exc})") from exc
+
+
+def _decode_slice(piece: FileSlice, columns: list[str], batch_rows: int):
     with storage.open_read(piece.uri) as handle:
         parquet = pq.ParquetFile(handle)
         meta = parquet.metadata

@@ -64,8 +64,6 @@ def read_baseline(uri: str) -> dict[str, Any]:
         data = storage.read_json(target)
     except FileNotFoundError as exc:
         raise StorageError(f"{target}: baseline metrics not found") from exc
-    except ValueError as exc:
-        raise DataError(f"{target}: baseline metrics are not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
         raise DataError(f"{target}: not a recap metrics file (no 'tasks' mapping)")
     return data

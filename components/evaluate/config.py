@@ -70,7 +70,6 @@ class MetricsConfig(StrictModel):
         """The numeric threshold of a task, or None for its base rate."""
         value = self.thresholds.get(task, self.threshold)
         return None if value == "base_rate" else float(value)
-        return value
 
 
 class RankingConfig(StrictModel):

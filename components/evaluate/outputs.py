@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from components.common import storage
-from components.common.manifest import ManifestFile, write_manifest
+from components.common.manifest import ManifestFile, manifest_uri, write_manifest
 
 METRICS_FILE = "metrics.json"
 KFP_METRICS_FILE = "kfp_metrics.json"
@@ -76,7 +76,12 @@ def _json_bytes(value: Any) -> bytes:
 
 def write_outputs(out_uri: str, schema_hash: str, metrics: dict[str, Any], blessing: dict[str, Any],
                   report_html: str) -> list[str]:
-    """Write every document, then the manifest that lists them; returns the URIs written."""
+    """Write every document, then the manifest that lists them; returns the URIs written.
+
+    A previous run's manifest is removed first, so a crash mid-way never leaves a directory
+    that looks complete while mixing new and old documents (blessing.json among them).
+    """
+    storage.delete(manifest_uri(out_uri))
     documents = {
         METRICS_FILE: _json_bytes(metrics),
         KFP_METRICS_FILE: _json_bytes(kfp_scalars(metrics, blessing)),

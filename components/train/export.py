@@ -95,7 +95,7 @@ def load_exported_model(model_uri: str) -> ExportedModel:
     except FileNotFoundError as exc:
         raise StorageError(f"{info_uri}: not found; {model_uri} is not an exported model (or incomplete)") from exc
     schema_uri = storage.join(model_uri, SCHEMA)
-    schema = load_schema(schema_uri if storage.is_gcs(schema_uri) else str(schema_uri))
+    schema = load_schema(schema_uri)
     if schema.hash != info["schema_hash"]:
         raise SchemaError(f"{schema_uri}: schema hash {schema.hash} differs from export.json's {info['schema_hash']}")
     config = parse_config(yaml.safe_load(storage.read_text(storage.join(model_uri, CONFIG))), RecapConfig,

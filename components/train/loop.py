@@ -246,7 +246,6 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     history: list[tuple[int, float]] = []
     eval_losses: dict[str, float] = {}
     throughput = 0.0
-    last_saved = resumed_from
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
@@ -278,7 +277,9 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
         if eval_batches is not None and training.num_eval_steps and (
             step % training.eval_every_n == 0 or step == training.num_train_steps
         ):
+            paused = time.perf_counter()
             eval_losses = evaluate(dmp, eval_batches, training.num_eval_steps, config, env, pos_weight, tasks)
+            window_start += time.perf_counter() - paused  # examples_per_s measures training only
             if env.is_chief:
                 log.info("eval step=%d %s", step, format_metrics(
                     loss=sum(eval_losses.values()) / len(eval_losses),
@@ -286,13 +287,13 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
                 tensorboard.scalars("eval_loss", eval_losses, step)
 
         if step % training.checkpoint_every_n == 0 or step == training.num_train_steps:
+            paused = time.perf_counter()
             _save(dmp, optimizers, config, env, step, batches_consumed)
-            last_saved = step
+            window_start += time.perf_counter() - paused
     progress.close()
     tensorboard.close()
+    # The loop always saves its last step, and a run resumed at the end has that step committed.
     final_dir = checkpoint.step_dir(training.save_dir, step)
-    if last_saved != step:  # resumed at the final step: nothing new to save
-        final_dir = checkpoint.latest_checkpoint(training.save_dir)[1]
     model_dir = None
     if env.is_chief:
         from components.train.export import export_model

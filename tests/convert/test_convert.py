@@ -141,6 +141,21 @@ def test_null_fails_naming_file_and_row_and_publishes_no_manifest(tmp_path, colu
     assert not (tmp_path / "out/eval/_MANIFEST.json").exists()
 
 
+def test_corrupt_pages_behind_a_valid_footer_name_the_file(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    path = raw / "part-00000.parquet"
+    pq.write_table(make_table(SCHEMA, 200, seed=5), path, row_group_size=50, compression="snappy")
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for offset in range(4, len(data) - footer, 7):  # scramble the pages, keep the footer
+        data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"part-00000\.parquet: rows 0-200: unreadable Parquet data"):
+        run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=1, workers=1))
+    assert not (tmp_path / "out/train/_MANIFEST.json").exists()
+
+
 def test_wrong_type_or_length_is_a_data_error(tmp_path):
     table = make_table(SCHEMA, 10)
     raw = tmp_path / "raw"

@@ -142,3 +142,10 @@ def test_compile_from_the_command_line(tool, tmp_path):
     assert spec.pipeline_info.name == "recap-heavy-ranker"
     if tool == "recap":
         assert spec.root.input_definitions.parameters["image_tag"].default_value.string_value == "9.9.9"
+
+
+def test_kfp_pods_and_pytorchjob_pods_mount_the_gcs_key_at_one_path():
+    from components.launch import pytorchjob
+    from pipeline import dag
+
+    assert dag.GCS_KEY_MOUNT == pytorchjob.GCS_KEY_MOUNT

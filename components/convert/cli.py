@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from components.common.config import format_validation_error
-from components.common.errors import ConfigError
+from components.common.config import parse_config
 from components.common.schema import load_schema
 from components.convert.convert import ConvertSettings
 from components.convert.convert import run as convert
@@ -32,10 +31,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.workers is not None:
         values["workers"] = args.workers
-    try:
-        settings = ConvertSettings(**values)
-    except ValueError as exc:  # pydantic.ValidationError
-        raise ConfigError(format_validation_error(exc, "recap convert")) from exc
+    settings = parse_config(values, ConvertSettings, "recap convert")
     result = convert(args.input, args.out, load_schema(args.schema), settings)
     for split, uri in result.manifest_uris.items():
         print(f"{split}: {result.records[split]} records in {len(result.shard_uris[split])} shards, {uri}")

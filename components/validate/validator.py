@@ -93,9 +93,10 @@ def _read_file(uri: str, schema: Schema, accumulators: dict, config: ValidationC
             return result
         file_schema = parquet.schema_arrow
         num_rows = parquet.metadata.num_rows
-        if expected is not None and (expected.records != num_rows or expected.bytes != storage.size(uri)):
+        file_bytes = storage.size(uri) if expected is not None else None
+        if expected is not None and (expected.records != num_rows or expected.bytes != file_bytes):
             findings.add("manifest_mismatch", None, 1, uri, file_rows=num_rows, manifest_records=expected.records,
-                         bytes=storage.size(uri), manifest_bytes=expected.bytes)
+                         bytes=file_bytes, manifest_bytes=expected.bytes)
         plans = {}
         for spec in schema.features:
             index = file_schema.get_field_index(spec.column)

@@ -84,9 +84,7 @@ def child_train(precision: str, steps: int, warmup: int) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    from components.train.distributed import shard_model
-    from components.train.loop import _Optimizers, reuse_large_allocations, train_step
-    from components.train.model import HeavyRanker
+    from components.train.loop import build_training_model, reuse_large_allocations, train_step
     from components.train.synthetic import global_batch
 
     reuse_large_allocations()  # as train() does
@@ -94,11 +92,8 @@ def child_train(precision: str, steps: int, warmup: int) -> dict:
     config, schema, env = _world_of_one("configs/prod.yaml", {
         "training.save_dir": save_dir, "train_data.global_batch_size": 128,
         "training.bf16_autocast": precision == "bf16"})
-    torch.manual_seed(0)
-    model = HeavyRanker(config.model, schema, sparse_device="meta")
+    model, dmp, optimizers = build_training_model(config, schema, env)  # as train() does
     flops = _flops_per_example(model)
-    dmp, _ = shard_model(model, config.model, config.optimizer, env, seed=0)
-    optimizers = _Optimizers(dmp, config, list(schema.task_names))
     optimizers.set_step(10_000)  # past the ramps: real learning rates
     pos_weight = torch.ones(len(schema.tasks))
     batches = [global_batch(schema, 128, i) for i in range(4)]

@@ -163,8 +163,7 @@ def evaluate(
     from pipeline import runtime
 
     setup_logging()
-    config = load_evaluate_config(evaluate_config or None)
-    config.blessing.auroc_tolerance = blessing_tolerance
+    config = load_evaluate_config(evaluate_config or None, {"blessing.auroc_tolerance": blessing_tolerance})
     os.makedirs(evaluation.path, exist_ok=True)
     result = run(runtime.data_uri(model), f"{runtime.data_uri(tfrecords)}/eval", evaluation.path, config,
                  baseline_metrics_uri or None)
@@ -191,11 +190,12 @@ def push(
     import collections
 
     from components.common.logs import setup_logging
+    from components.push import push_model, serving_root
     from pipeline import runtime
 
     setup_logging()
-    target = runtime.push_model(runtime.data_uri(model), runtime.serving_root(serving_uri, data_root), version,
-                                extra={"evaluation_uri": evaluation.uri})
+    target = push_model(runtime.data_uri(model), serving_root(serving_uri, data_root), version,
+                        extra={"evaluation_uri": evaluation.uri})
     return collections.namedtuple("PushOutputs", ["serving_model_uri"])(target)
 
 

@@ -1,5 +1,5 @@
-"""What KFP component bodies call besides the step functions: where large data lives, the
-artifact bookkeeping, and the push of a blessed model. No `kfp` import (runs in every image).
+"""What KFP component bodies call besides the step functions: where large data lives and the
+artifact bookkeeping. No `kfp` import (runs in every image).
 
 Large data (TFRecords, checkpoints, the exported model) is written through `storage`
 straight to object storage, never through KFP's artifact copy:
@@ -13,20 +13,14 @@ inside the artifact directory (so the KFP launcher always has a local file to up
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import logging
 import os
 from typing import Any
 
 from components.common import storage
-from components.common.errors import ConfigError, StorageError
-
-log = logging.getLogger(__name__)
 
 LOCATION_FILE = "_LOCATION.json"
-LATEST_FILE = "LATEST"
 
 
 def data_location(artifact_uri: str, data_root: str) -> str:
@@ -100,29 +94,3 @@ def copy_file(src_uri: str, local_path: str) -> None:
     os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
     storage.download(src_uri, local_path)
 
-
-def serving_root(serving_uri: str, data_root: str) -> str:
-    if serving_uri:
-        return serving_uri.rstrip("/")
-    if data_root:
-        return storage.join(data_root, "serving")
-    raise ConfigError("push: set serving_uri (or data_root, which defaults it to <data_root>/serving)")
-
-
-def push_model(model_uri: str, serving_uri: str, version: str, extra: dict[str, Any] | None = None) -> str:
-    """Copy the model to `<serving_uri>/<version>/`, then point `<serving_uri>/LATEST` at it.
-
-    The pointer is written last, so a server polling LATEST never sees a half-copied model.
-    """
-    files = storage.list_uris(model_uri)
-    if not files:
-        raise StorageError(f"{model_uri}: no model files to push")
-    target = storage.join(serving_uri, version)
-    copied = storage.copy_prefix(model_uri, target)
-    pointer = {
-        "version": version, "model_uri": target, "source_uri": model_uri, "files": len(copied),
-        "pushed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {}),
-    }
-    storage.write_json(storage.join(serving_uri, LATEST_FILE), pointer)
-    log.info("pushed %d file(s) %s -> %s; LATEST -> %s", len(copied), model_uri, target, version)
-    return target

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 
 from components.common import storage
 from components.common.errors import DataError, SchemaError, StorageError
+from components.common.hashing import splitmix64
 from components.common.manifest import MANIFEST_NAME, read_manifest
 from components.common.schema import FeatureSpec, Schema
 
 SPLITS = ("train", "eval")
-_SPLIT_SALT = np.uint64(0x5EED_0F_5E1EC7)
+_SPLIT_SALT = 0x5EED_0F_5E1EC7
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,6 @@ def resolve_split_column(schema: Schema, split_key: str) -> FeatureSpec:
 
 def eval_mask(keys: np.ndarray, eval_fraction: float) -> np.ndarray:
     """True where a row goes to eval: splitmix64(key) mapped to [0, 1) is below the fraction."""
-    z = keys.astype(np.int64, copy=False).view(np.uint64) + _SPLIT_SALT
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+    z = splitmix64(keys, increment=_SPLIT_SALT)
     unit = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return unit < eval_fraction

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from components.common.hashing import GOLDEN_GAMMA, splitmix64
 from components.datagen.world import KIND_COUNT, KIND_RATIO, KIND_SIGNED, LATENT_DIM, IdSpace, World
 
 _MASK62 = np.uint64((1 << 62) - 1)
@@ -41,12 +42,7 @@ def zipf_ranks(rng: np.random.Generator, space: IdSpace, rows: int) -> np.ndarra
 
 def rank_to_id(space: IdSpace, ranks: np.ndarray) -> np.ndarray:
     """A stable, non-negative 62-bit ID per rank (splitmix64), so IDs look like real IDs."""
-    offset = (space.salt * 0x9E3779B97F4A7C15) % (1 << 64)
-    z = ranks.astype(np.uint64) + np.uint64(offset)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z & _MASK62).astype(np.int64)
+    return (splitmix64(ranks, increment=space.salt * GOLDEN_GAMMA) & _MASK62).astype(np.int64)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 from components.common import storage
 from components.common.errors import DataError, StorageError
 from components.evaluate.config import BlessingConfig
+from components.evaluate.outputs import finite_or_none
 
 METRICS_FILE = "metrics.json"
 NAN_CHECKED = ("auroc", "average_precision", "log_loss", "rce", "nrce", "calibration")
@@ -40,16 +41,10 @@ class Blessing:
     tasks: tuple[TaskVerdict, ...]
 
     def to_json(self) -> dict[str, Any]:
+        """blessing.json's content: tasks keyed by name, NaN as null, so strict JSON can write it."""
         data = asdict(self)
-        data["tasks"] = {v.task: {k: _json_number(x) for k, x in asdict(v).items() if k != "task"}
-                         for v in self.tasks}
-        return data
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return list(value) if isinstance(value, tuple) else value
+        data["tasks"] = {v.task: {k: x for k, x in asdict(v).items() if k != "task"} for v in self.tasks}
+        return finite_or_none(data)
 
 
 def as_float(value: Any) -> float:

@@ -7,8 +7,8 @@ Exit code 0 whether or not the model is blessed (the pipeline branches on blessi
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from components.common.config import set_override
 from components.common.errors import ConfigError
 
 
@@ -23,21 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field, e.g. --set read.batch_size=512 (YAML value)")
 
 
-def run(args: argparse.Namespace) -> int:
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` flags as {dotted key: YAML-parsed value}."""
     import yaml
 
-    from components.common.config import parse_config, read_yaml
-    from components.evaluate import run as evaluate
-    from components.evaluate.config import EvaluateConfig, default_config_path
-
-    source = args.config_path or default_config_path()
-    data = read_yaml(source)
-    for item in args.overrides:
+    overrides: dict[str, Any] = {}
+    for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ConfigError(f"--set {item}: expected KEY=VALUE")
-        set_override(data, key, yaml.safe_load(value))
-    config = parse_config(data, EvaluateConfig, source)
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from components.evaluate.config import load_evaluate_config
+
+    config = load_evaluate_config(args.config_path, parse_overrides(args.overrides))  # before torch loads
+    from components.evaluate import run as evaluate
+
     result = evaluate(args.model, args.data, args.out, config, baseline_uri=args.baseline)
     print(f"{'BLESSED' if result.blessed else 'NOT BLESSED'}: {result.blessing.reason}")
     print(f"report: {result.out_uri.rstrip('/')}/report.html")

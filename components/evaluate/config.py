@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from components.common.config import StrictModel, load_config, parse_config, repo_configs_dir
+from components.common.config import (
+    StrictModel,
+    parse_config,
+    read_yaml,
+    repo_configs_dir,
+    set_override,
+)
 
 BLESSING_METRICS = ("auroc", "average_precision", "rce", "nrce")  # higher is better
 
@@ -116,9 +123,16 @@ def default_config_path() -> str:
     return str(repo_configs_dir() / "evaluate.yaml")
 
 
-def load_evaluate_config(path: str | os.PathLike[str] | None = None) -> EvaluateConfig:
-    """Load a YAML config (the bundled `configs/evaluate.yaml` when no path is given)."""
-    return load_config(path or default_config_path(), EvaluateConfig)
+def load_evaluate_config(path: str | os.PathLike[str] | None = None,
+                         overrides: Mapping[str, Any] | None = None) -> EvaluateConfig:
+    """Load a YAML config (the bundled `configs/evaluate.yaml` when no path is given), apply
+    `dotted.key: value` overrides, validate. The CLI and the KFP component both come through here,
+    so a flag and the same field in a file are checked alike and errors name the file and field."""
+    source = str(path or default_config_path())
+    data = read_yaml(source)
+    for key, value in (overrides or {}).items():
+        set_override(data, key, value)
+    return parse_config(data, EvaluateConfig, source)
 
 
 def config_from_dict(data: dict, source: str = "<evaluate config>") -> EvaluateConfig:

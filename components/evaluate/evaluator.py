@@ -202,7 +202,7 @@ def run(model_uri: str, data_uri: str, out_uri: str, config: EvaluateConfig,
         tasks, ranking, model_uri=model_uri, data_uri=data_uri, schema=schema.name,
         schema_hash=schema.hash, seconds=seconds, examples_per_s=rate)
     blessing = bless(metrics, config.blessing, baseline, baseline_uri)
-    blessing_json = finite_or_none(blessing.to_json())
+    blessing_json = blessing.to_json()
     files = write_outputs(out_uri, schema.hash, metrics, blessing_json,
                           render_report(metrics, blessing_json, baseline))
     log.info("%s: %s", "BLESSED" if blessing.blessed else "NOT BLESSED", blessing.reason)

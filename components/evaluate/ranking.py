@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from components.common.hashing import splitmix64
+
 PAIR_BLOCK_ELEMENTS = 1 << 19  # users x n x n pair cells evaluated per vectorized step
 
 
@@ -38,15 +40,6 @@ def engagement_value(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def ranking_score(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """[B, T] probabilities x [T] engagement weights -> [B] score the product ranks by."""
     return np.asarray(probabilities, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
-
-
-def hash_user_ids(user_ids: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: well-mixed, deterministic 64-bit hashes of int64 ids."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(user_ids).astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,7 @@ class GroupedAUROCAccumulator:
         return sum(a.nbytes for chunk in self._chunks for a in chunk)
 
     def _kept(self, users: np.ndarray) -> np.ndarray:
-        return (hash_user_ids(users) & np.uint64((1 << self.level) - 1)) == 0
+        return (splitmix64(users) & np.uint64((1 << self.level) - 1)) == 0
 
     def update(self, user_ids: np.ndarray, scores: np.ndarray, values: np.ndarray) -> None:
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1)

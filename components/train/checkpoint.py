@@ -4,11 +4,15 @@ A step directory counts only once rank 0 has written its `_COMMITTED` marker, af
 barrier that every rank reaches when its shards are on disk (and uploaded, for gs://).
 A directory without the marker is an interrupted write and is never loaded; resume picks
 the newest committed step. For gs:// save_dirs, DCP writes to a local staging directory
-and every rank uploads its own files through `storage`; the marker goes last.
+and every rank uploads its own files through `storage`, then deletes its local copies (a
+node's staging directory goes with the last of its ranks), so long multi-node runs do not
+fill the disks; the marker goes last. A gs:// checkpoint is loaded from a downloaded copy
+that is deleted once every rank has loaded it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -97,9 +101,12 @@ def save(save_dir: str, step: int, state: dict[str, Any], rank: int, extra: dict
     dist.barrier()
     dcp.save(state, checkpoint_id=str(local))
     if remote:
-        for path in sorted(local.iterdir()):
-            if path.name.startswith(f"__{rank}_") or (rank == 0 and not path.name.startswith("__")):
+        own = _own_staged_files(local, rank)
+        try:
+            for path in own:
                 storage.upload(path, storage.join(target, path.name))
+        finally:
+            _remove_staged(local, own)
     dist.barrier()  # every rank's shards are in place
     if rank == 0:
         marker = {"step": step, "world_size": dist.get_world_size(),
@@ -117,10 +124,32 @@ def load(directory: str, state: dict[str, Any], no_dist: bool = False) -> None:
         raise StorageError(f"{directory}: not a committed checkpoint (no {COMMIT_MARKER})")
     local = local_copy(directory)
     dcp.load(state, checkpoint_id=str(local), no_dist=no_dist)
+    if storage.is_gcs(directory):  # a downloaded copy, shared by the ranks of a node
+        if not no_dist:
+            dist.barrier()  # every rank has read what it needs from it
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _own_staged_files(local: Path, rank: int) -> list[Path]:
+    """The files this rank wrote into a staging dir: its shards, and on rank 0 the metadata."""
+    return [path for path in sorted(local.iterdir())
+            if path.name.startswith(f"__{rank}_") or (rank == 0 and not path.name.startswith("__"))]
+
+
+def _remove_staged(local: Path, own: list[Path]) -> None:
+    """Delete this rank's staged files; the directory goes once its node's last rank is done.
+
+    Ranks of a node share the staging dir and each deletes only its own files, so whichever
+    rank empties it removes it (the others' `rmdir` fails on a non-empty or missing dir).
+    """
+    for path in own:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        local.rmdir()
 
 
 def local_copy(directory: str) -> Path:
-    """The step dir itself when local; a downloaded copy (kept in the staging area) for gs://."""
+    """The step dir itself when local; a downloaded copy (in the staging area) for gs://."""
     if not storage.is_gcs(directory):
         return Path(directory)
     local = _staging_dir(directory)

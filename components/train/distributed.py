@@ -149,6 +149,12 @@ def _initialize_tables(dmp: nn.Module, model_config: ModelConfig, seed: int) -> 
 
 
 def dense_named_parameters(dmp: nn.Module) -> dict[str, nn.Parameter]:
-    """Parameters the dense optimizer updates: everything but the embedding tables."""
+    """Parameters the dense optimizer updates: everything but the embedding tables.
+
+    fp32 master weights of bf16 copies (precision.py) do not require grad but are updated.
+    """
+    from components.train.precision import master_weights
+
+    masters = master_weights(dmp)
     return {name: p for name, p in dmp.named_parameters()
-            if p.requires_grad and ".embedding_bags." not in name}
+            if (p.requires_grad or id(p) in masters) and ".embedding_bags." not in name}

@@ -65,9 +65,43 @@ def batch_norm(width: int, config: BatchNormConfig, sync: bool) -> nn.BatchNorm1
     return cls(width, affine=config.affine, momentum=config.momentum)
 
 
-def linear(in_features: int, out_features: int) -> nn.Linear:
+class Linear(nn.Linear):
+    """nn.Linear that can compute with a lower-precision copy of its weight kept between steps.
+
+    Under bf16 autocast every forward casts every fp32 weight to bf16 and every backward casts
+    the bf16 weight gradient back to fp32: two passes over the whole model per step, about a
+    tenth of the prod model's bf16 step. With `compute_dtype` set, forward and backward use
+    `compute_weight`, a bf16 leaf that collects the bf16 gradient, and the fp32 `weight` stays
+    the master the optimizer updates (components/train/precision.py), which then refreshes the
+    copy while the values are in cache. The copy is rebuilt whenever `weight` changed outside
+    that optimizer (a checkpoint load bumps its version counter). State dicts, exports and
+    evaluation only ever see the fp32 `weight`.
+    """
+
+    compute_dtype: torch.dtype | None = None
+    compute_weight: torch.Tensor | None = None
+    compute_weight_version: int = -1  # weight._version the copy was made from
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compute_dtype is None:
+            return super().forward(x)
+        weight = self.current_compute_weight()
+        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+        return nn.functional.linear(x.to(self.compute_dtype), weight, bias)
+
+    def current_compute_weight(self) -> torch.Tensor:
+        if self.compute_weight is None or self.compute_weight.device != self.weight.device:
+            self.compute_weight = self.weight.detach().to(self.compute_dtype).requires_grad_()
+        elif self.compute_weight_version != self.weight._version:
+            with torch.no_grad():
+                self.compute_weight.copy_(self.weight)
+        self.compute_weight_version = self.weight._version
+        return self.compute_weight
+
+
+def linear(in_features: int, out_features: int) -> Linear:
     """Linear with xavier-uniform weights and zero bias, as in the original."""
-    layer = nn.Linear(in_features, out_features)
+    layer = Linear(in_features, out_features)
     nn.init.xavier_uniform_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
@@ -94,22 +128,31 @@ class Mlp(nn.Sequential):
 
 
 class MaskBlock(nn.Module):
-    """mask = Linear -> ReLU -> Linear back to the input width; out = LayerNorm(Linear(x * mask))."""
+    """out = LayerNorm(Linear(LayerNorm?(net) * mask(mask_input))), the mask an instance-guided gate.
 
-    def __init__(self, in_features: int, aggregation_size: int, output_size: int, input_layer_norm: bool) -> None:
+    mask = Linear -> ReLU -> Linear from the mask input's width to the width of `net`. In a
+    parallel MaskNet both are the network input; stacked, `net` is the previous block's output
+    while the mask still reads the network input (the paper's instance-guided mask).
+    """
+
+    def __init__(self, in_features: int, mask_input_features: int, aggregation_size: int, output_size: int,
+                 input_layer_norm: bool) -> None:
         super().__init__()
         self.input_layer_norm = nn.LayerNorm(in_features) if input_layer_norm else nn.Identity()
-        self.mask = nn.Sequential(linear(in_features, aggregation_size), nn.ReLU(), linear(aggregation_size, in_features))
+        self.mask = nn.Sequential(linear(mask_input_features, aggregation_size), nn.ReLU(),
+                                  linear(aggregation_size, in_features))
         self.hidden = linear(in_features, output_size)
         self.layer_norm = nn.LayerNorm(output_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.mask(x)
-        return self.layer_norm(self.hidden(self.input_layer_norm(x) * mask))
+    def forward(self, net: torch.Tensor, mask_input: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.hidden(self.input_layer_norm(net) * self.mask(mask_input)))
 
 
 class MaskNet(nn.Module):
-    """MaskNet (Wang et al., arXiv 2102.07619): parallel blocks concatenated, or stacked; then an MLP."""
+    """MaskNet (Wang et al., arXiv 2102.07619): parallel blocks concatenated, or stacked; then an MLP.
+
+    Every block's mask reads the network input; stacked blocks chain only their `net`.
+    """
 
     def __init__(self, in_features: int, config: MaskNetConfig, sync_batch_norm: bool = True) -> None:
         super().__init__()
@@ -117,8 +160,9 @@ class MaskNet(nn.Module):
         blocks = []
         width = in_features
         for block in config.mask_blocks:
-            blocks.append(MaskBlock(width if not config.use_parallel else in_features,
-                                    block.aggregation_size, block.output_size, block.input_layer_norm))
+            net_width = in_features if config.use_parallel else width
+            blocks.append(MaskBlock(net_width, in_features, block.aggregation_size, block.output_size,
+                                    block.input_layer_norm))
             width = block.output_size
         self.blocks = nn.ModuleList(blocks)
         width = sum(b.output_size for b in config.mask_blocks) if config.use_parallel else width
@@ -127,11 +171,11 @@ class MaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_parallel:
-            out = torch.cat([block(x) for block in self.blocks], dim=1)
+            out = torch.cat([block(x, x) for block in self.blocks], dim=1)
         else:
             out = x
             for block in self.blocks:
-                out = block(out)
+                out = block(out, x)
         return self.mlp(out) if self.mlp is not None else out
 
 

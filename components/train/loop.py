@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from components.train.distributed import DistEnv, dense_named_parameters, shard_
 from components.train.loss import multi_task_loss
 from components.train.model import HeavyRanker
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
+from components.train.precision import use_bf16_weight_copies
 from components.train.synthetic import BatchSource
 
 log = logging.getLogger(__name__)
@@ -58,26 +59,34 @@ def per_rank_batch_size(data: DataConfig, world_size: int, where: str) -> int:
 
 
 def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str) -> BatchSource:
-    """This rank's batches from a converted split (manifest directory), via the tf.data reader."""
+    """This rank's batches from a converted split (manifest directory), via the tf.data reader.
+
+    The validation split is read again from its start at every evaluation, so its source
+    keeps the verified shards (hash checks, gs:// downloads) for the next evaluation; the
+    training split is read once, through, with the reader's bounded two-group cache.
+    """
     from components.train.reader import ReaderOptions, read_batches
+    from components.train.tfrecord_shards import VerifiedShards
 
     options = ReaderOptions(
         batch_size=per_rank_batch_size(data, env.world_size, where), shuffle=data.shuffle, seed=seed,
         repeat=data.repeat, drop_remainder=data.drop_remainder, skip_corrupt=data.skip_corrupt,
         cache_dir=data.cache_dir, num_parallel_reads=data.num_parallel_reads, prefetch=data.prefetch,
     )
+    verified = VerifiedShards(data.cache_dir) if where == "validation_data" else None
     return lambda start: read_batches(data.inputs, schema, options, rank=env.rank,
-                                      world_size=env.world_size, start_batch=start)
+                                      world_size=env.world_size, start_batch=start, verified=verified)
 
 
 class _Optimizers:
     """Dense Adam (keyed by parameter name) + TorchRec's fused embedding optimizer, one state dict."""
 
-    def __init__(self, dmp: nn.Module, config: RecapConfig, tasks: list[str]) -> None:
+    def __init__(self, dmp: nn.Module, config: RecapConfig, tasks: list[str], bf16_weight_copies: list | None = None
+                 ) -> None:
         from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
         params = dense_named_parameters(dmp)
-        self.dense = build_dense_optimizer(params, tasks, config.optimizer)
+        self.dense = build_dense_optimizer(params, tasks, config.optimizer, bf16_weight_copies)
         keyed = KeyedOptimizerWrapper(params, lambda _: self.dense)
         parts = [("dense", keyed)]
         fused = getattr(dmp, "fused_optimizer", None)
@@ -112,12 +121,41 @@ def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return _global_sum(values, env) / env.world_size
 
 
-def _next(iterator: Iterator[RecapBatch], what: str, position: int) -> RecapBatch:
+def _next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position: int, env: DistEnv,
+                  limit: str = "training.num_train_steps") -> list[RecapBatch]:
+    """The next `count` batches on every rank, or the same error on every rank.
+
+    A rank whose data ends (repeat: false) or whose read fails would otherwise raise alone,
+    while the others block in the step's first collective until the process-group timeout.
+    One all_reduce of a world_size vector per call (each rank's batch count, -1 after a read
+    error) lets all ranks stop together, at the same batch position.
+    """
+    batches: list[RecapBatch] = []
+    failure: Exception | None = None
     try:
-        return next(iterator)
+        for _ in range(count):
+            batches.append(next(iterator))
     except StopIteration:
-        raise DataError(f"{what}: ran out of batches after {position} per-rank batches; "
-                        "set repeat: true or lower training.num_train_steps") from None
+        pass
+    except Exception as exc:  # re-raised below, after the other ranks know
+        failure = exc
+    got = [-1 if failure is not None else len(batches)]
+    if env.world_size > 1:
+        status = torch.zeros(env.world_size, dtype=torch.int64, device=env.device)
+        status[env.rank] = got[0]
+        dist.all_reduce(status)
+        got = status.tolist()
+    if failure is not None:
+        raise failure
+    failed = [rank for rank, n in enumerate(got) if n < 0]
+    if failed:
+        raise DataError(f"{what}: rank {failed[0]} failed to read per-rank batch {position} "
+                        f"(its error is in its log); stopping every rank")
+    short = [(rank, n) for rank, n in enumerate(got) if n < count]
+    if short:
+        ranks = ", ".join(f"rank {rank} after {position + n}" for rank, n in short)
+        raise DataError(f"{what}: ran out of batches ({ranks} per-rank batches); set repeat: true or lower {limit}")
+    return batches
 
 
 class _TensorBoard:
@@ -181,6 +219,24 @@ def reuse_large_allocations() -> bool:
                 and libc.mallopt(_MALLOPT["M_TRIM_THRESHOLD"], 1 << 30))
 
 
+def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debug_loop: bool = False
+                         ) -> tuple[HeavyRanker, nn.Module, _Optimizers]:
+    """The seeded model, sharded by DMP, with its optimizers: (unwrapped model, dmp, optimizers)."""
+    training = config.training
+    torch.manual_seed(training.seed)
+    model = HeavyRanker(config.model, schema, sparse_device="meta")
+    copies = []
+    if (training.bf16_autocast and training.bf16_weight_copies and training.gradient_accumulation == 1
+            and not debug_loop):
+        copies = use_bf16_weight_copies(model)  # before DDP wraps the model: the masters leave it
+    dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed)
+    if env.is_chief:
+        log.info("sharding plan (world_size=%d):\n%s", env.world_size, plan)
+        if copies:
+            log.info("bf16: %d Linear layers compute with bf16 weight copies kept by the optimizer", len(copies))
+    return model, dmp, _Optimizers(dmp, config, list(schema.task_names), copies)
+
+
 def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[RecapBatch], config: RecapConfig,
                env: DistEnv, pos_weight: torch.Tensor, debug_step: int | None = None) -> torch.Tensor:
     """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses."""
@@ -206,11 +262,17 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
     dmp.eval()
     total = torch.zeros(len(tasks))
     batches = source(0)
-    with torch.no_grad(), _autocast(config, env):
-        for index in range(num_steps):
-            batch = _next(batches, "validation_data", index).to(env.device)
-            out = dmp(batch)
-            total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
+    try:
+        with torch.no_grad(), _autocast(config, env):
+            for index in range(num_steps):
+                (batch,) = _next_batches(batches, 1, "validation_data", index, env, "training.num_eval_steps")
+                batch = batch.to(env.device)
+                out = dmp(batch)
+                total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # the reader's prefetch and cache go now, not when collected
     dmp.train()
     mean = _global_mean(total / max(num_steps, 1), env)
     return dict(zip(tasks, mean.tolist(), strict=True))
@@ -222,12 +284,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     tasks = list(schema.task_names)
     per_rank_batch_size(config.train_data, env.world_size, "train_data")
     reuse_large_allocations()
-    torch.manual_seed(training.seed)
-    model = HeavyRanker(config.model, schema, sparse_device="meta")
-    dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed)
-    if env.is_chief:
-        log.info("sharding plan (world_size=%d):\n%s", env.world_size, plan)
-    optimizers = _Optimizers(dmp, config, tasks)
+    model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
     pos_weight = torch.tensor([(config.model.tasks.get(t).pos_weight if t in config.model.tasks else 1.0)
                                for t in tasks], device=env.device)
 
@@ -235,7 +292,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     tensorboard = _TensorBoard(config, env)
     batches = train_batches(batches_consumed)
     if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
-        first = _next(batches, "train_data", 0)
+        (first,) = _next_batches(batches, 1, "train_data", 0, env)
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
         batches = itertools.chain([first], batches)
     accumulation = training.gradient_accumulation
@@ -249,7 +306,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        micro_batches = [_next(batches, "train_data", batches_consumed + i) for i in range(accumulation)]
+        micro_batches = _next_batches(batches, accumulation, "train_data", batches_consumed, env)
         batches_consumed += accumulation
         task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
                                    debug_step=step if debug_loop else None)
@@ -294,12 +351,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     tensorboard.close()
     # The loop always saves its last step, and a run resumed at the end has that step committed.
     final_dir = checkpoint.step_dir(training.save_dir, step)
-    model_dir = None
-    if env.is_chief:
-        from components.train.export import export_model
-
-        model_dir = export_model(config, schema, final_dir, step)
-    dist.barrier()
+    model_dir = _export_on_chief(config, schema, env, final_dir, step)
     return TrainResult(step=step, resumed_from=resumed_from, checkpoint_dir=final_dir, model_dir=model_dir,
                        losses=losses, examples_per_s=throughput, eval_losses=eval_losses,
                        history=tuple(history))
@@ -311,6 +363,61 @@ def _label_log_odds(batch: RecapBatch, pos_weight: torch.Tensor, env: DistEnv) -
     sums = _global_sum(torch.stack([(weights * labels).sum(0), (weights * (1 - labels)).sum(0)]), env)
     positive, negative = sums[0] * pos_weight, sums[1]
     return torch.log((positive + 0.5) / (negative + 0.5))
+
+
+EXPORT_WAIT_S = 24 * 3600.0
+
+
+def _export_on_chief(config: RecapConfig, schema: Schema, env: DistEnv, final_dir: str, step: int) -> str | None:
+    """Rank 0 exports the model; the others wait for its outcome, then all return or all fail.
+
+    The wait is a broadcast over a gloo group of its own with a 24 h timeout, not a barrier on
+    the training group: a large export to gs:// can outlast that group's 600 s timeout, which
+    would kill healthy ranks. (A store `wait` would do too, but needs the default store, a
+    private API; gloo comes with every torch build, idles on CPU, and next to nccl needs no
+    device.) A failed export is raised on every rank; a rank 0 that dies closes its
+    connections, which ends the others' wait at once.
+    """
+    from components.train.export import export_model
+
+    def export() -> str:
+        return export_model(config, schema, final_dir, step)
+
+    if env.world_size == 1:
+        return export()
+    import datetime as dt
+
+    group = dist.new_group(backend="gloo", timeout=dt.timedelta(seconds=EXPORT_WAIT_S))
+    try:
+        model_dir = _on_chief(export, "export the model", env, group, torch.device("cpu"))
+    finally:
+        dist.destroy_process_group(group)
+    return model_dir if env.is_chief else None
+
+
+def _on_chief(fn: Callable[[], object], what: str, env: DistEnv, group: dist.ProcessGroup | None = None,
+              device: torch.device | None = None):
+    """`fn()` run on rank 0 only; its result is broadcast to every rank, or its error raised on every rank."""
+    outcome, failure = None, None
+    if env.is_chief:
+        try:
+            outcome = ("ok", fn())
+        except Exception as exc:  # re-raised below, after the other ranks know
+            failure = exc
+            outcome = ("error", type(exc).__name__, str(exc))
+    if env.world_size > 1:
+        box = [outcome]
+        dist.broadcast_object_list(box, src=0, group=group, device=device or env.device)
+        outcome = box[0]
+    if failure is not None:
+        raise failure
+    if outcome[0] == "error":
+        from components.common import errors
+
+        kind = getattr(errors, outcome[1], None)
+        kind = kind if isinstance(kind, type) and issubclass(kind, errors.RecapError) else RuntimeError
+        raise kind(f"rank 0 failed to {what}: {outcome[2]}")
+    return outcome[1]
 
 
 def _state(dmp: nn.Module, optimizers: _Optimizers, step: int, batches_consumed: int) -> dict:
@@ -329,11 +436,21 @@ def _save(dmp, optimizers, config: RecapConfig, env: DistEnv, step: int, batches
 
 
 def _restore(dmp, optimizers: _Optimizers, config: RecapConfig, env: DistEnv) -> tuple[int, int, int | None]:
-    """Resume from the newest committed checkpoint, else warm-start from initial_checkpoint_dir."""
+    """Resume from the newest committed checkpoint, else warm-start from initial_checkpoint_dir.
+
+    Rank 0 picks the checkpoint and broadcasts its choice: ranks listing a directory each on
+    their own could pick different steps (an object store's listing may lag, a commit may
+    land between two ranks' listings), and ranks resumed at different steps deadlock.
+    """
     training = config.training
-    latest = checkpoint.latest_checkpoint(training.save_dir)
-    if latest is not None:
-        step, directory = latest
+
+    def newest_step() -> int | None:
+        latest = checkpoint.latest_checkpoint(training.save_dir)
+        return latest[0] if latest else None
+
+    step = _on_chief(newest_step, "list the committed checkpoints", env)
+    if step is not None:
+        directory = checkpoint.step_dir(training.save_dir, step)
         optimizers.combined.init_state()
         state = _state(dmp, optimizers, 0, 0)
         checkpoint.load(directory, state)
@@ -345,7 +462,8 @@ def _restore(dmp, optimizers: _Optimizers, config: RecapConfig, env: DistEnv) ->
                 step=done, uri=directory, batches_consumed=consumed))
         return done, consumed, step
     if training.initial_checkpoint_dir:
-        directory = checkpoint.resolve_initial_checkpoint(training.initial_checkpoint_dir)
+        directory = _on_chief(lambda: checkpoint.resolve_initial_checkpoint(training.initial_checkpoint_dir),
+                              "find the initial checkpoint", env)
         state = {"model": dmp.state_dict()}
         checkpoint.load(directory, state)
         dmp.load_state_dict(state["model"])

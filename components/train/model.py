@@ -30,14 +30,21 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def hash_ids(ids: torch.Tensor, num_embeddings: int) -> torch.Tensor:
-    """Map raw int64 IDs (any range, sign) to rows [0, num_embeddings) with splitmix64 mixing."""
-    x = ids ^ _shift_right(ids, 30)
+def finalize64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's output mix in int64 ops, bit-identical to `components.common.hashing.finalize64`.
+
+    Torch rather than numpy so hashing runs on the batch's device inside the model's forward.
+    """
+    x = x ^ _shift_right(x, 30)
     x = x * _MIX1  # wraps modulo 2**64
     x = x ^ _shift_right(x, 27)
     x = x * _MIX2
-    x = x ^ _shift_right(x, 31)
-    return torch.remainder(x, num_embeddings)
+    return x ^ _shift_right(x, 31)
+
+
+def hash_ids(ids: torch.Tensor, num_embeddings: int) -> torch.Tensor:
+    """Map raw int64 IDs (any range, sign) to rows [0, num_embeddings) with splitmix64 mixing."""
+    return torch.remainder(finalize64(ids), num_embeddings)
 
 
 def table_name(feature: str) -> str:

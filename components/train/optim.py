@@ -59,8 +59,12 @@ def parameter_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], tasks
 
 
 def build_dense_optimizer(named_parameters: dict[str, nn.Parameter], tasks: list[str],
-                          config: OptimizerConfig) -> torch.optim.Adam:
-    """Adam over the dense parameters, one param group per schedule (named by "name")."""
+                          config: OptimizerConfig, bf16_weight_copies: list | None = None) -> torch.optim.Adam:
+    """Adam over the dense parameters, one param group per schedule (named by "name").
+
+    With `bf16_weight_copies` (layers.Linear computing in bf16, see precision.py) their fp32
+    weights are masters updated from the copies' gradients by MasterWeightAdam.
+    """
     schedules = group_schedules(config, tasks)
     groups = parameter_groups(named_parameters.items(), tasks)
     param_groups = [
@@ -69,6 +73,10 @@ def build_dense_optimizer(named_parameters: dict[str, nn.Parameter], tasks: list
         if groups[name]
     ]
     adam = config.adam
+    if bf16_weight_copies:
+        from components.train.precision import MasterWeightAdam
+
+        return MasterWeightAdam(param_groups, bf16_weight_copies, betas=(adam.beta_1, adam.beta_2), eps=adam.epsilon)
     fused = config.fused_adam and all(p.dtype == torch.float32 for p in named_parameters.values())
     return torch.optim.Adam(param_groups, betas=(adam.beta_1, adam.beta_2), eps=adam.epsilon,
                             fused=fused or None)

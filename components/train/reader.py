@@ -25,7 +25,13 @@ from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, read_manifest
 from components.common.schema import Role, Schema
 from components.train.batch import RecapBatch
-from components.train.tfrecord_shards import GroupRead, ShardProvider, group_reads, rank_shards
+from components.train.tfrecord_shards import (
+    GroupRead,
+    ShardProvider,
+    VerifiedShards,
+    group_reads,
+    rank_shards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +161,13 @@ def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions):
 
 
 def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank: int = 0,
-                 world_size: int = 1, start_batch: int = 0) -> Iterator[RecapBatch]:
+                 world_size: int = 1, start_batch: int = 0,
+                 verified: VerifiedShards | None = None) -> Iterator[RecapBatch]:
     """Batches of this rank's shards (r::W), resuming after `start_batch` batches.
 
     A shard that is missing or differs from the manifest (size, sha256) fails the read with
     its URI in the message, or is skipped with a counted warning when `skip_corrupt`.
+    `verified` carries the checked shards (and gs:// downloads) from one read to the next.
     """
     if options.batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {options.batch_size}")
@@ -169,14 +177,14 @@ def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank
         raise DataError(f"{directory}: repeat=True but rank {rank}'s {len(shards)} shards hold no records")
     reads = group_reads(shards, options.num_parallel_reads, options.shuffle, options.seed, rank,
                         options.repeat, start_batch * options.batch_size)
-    return _iterate(reads, _Layout(schema), options, rank, start_batch)
+    return _iterate(reads, _Layout(schema), options, rank, start_batch, verified)
 
 
 def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions, rank: int,
-             start_batch: int) -> Iterator[RecapBatch]:
+             start_batch: int, verified: VerifiedShards | None = None) -> Iterator[RecapBatch]:
     import tensorflow as tf
 
-    provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir)
+    provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir, verified)
     throughput = Throughput()
     last_log, log_every_s = throughput.start, float(os.environ.get(LOG_EVERY_S_ENV, "30"))
     batches = 0

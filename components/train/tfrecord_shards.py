@@ -11,7 +11,9 @@ computed, not replayed: `resume_point` returns the group and each shard's offset
 `ShardProvider` hands TensorFlow one group at a time as local files: local shards after a
 size and sha256 check, gs:// shards downloaded (through `storage`, since TensorFlow's GCS
 client cannot reach the emulator) into a cache that holds the current group and the next,
-fetched in the background while the current one is read.
+fetched in the background while the current one is read. A split read again from its start
+(the validation data, at every evaluation) passes a `VerifiedShards` that outlives the
+reads: its shards are hashed and downloaded once, not at every read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,20 +128,74 @@ def group_reads(shards: list[Shard], cycle: int, shuffle: bool, seed: int, rank:
         epoch += 1
 
 
-class ShardProvider:
-    """Yields groups as local file paths, verified; downloads gs:// shards into a bounded cache."""
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
-    def __init__(self, reads: Iterator[GroupRead], skip_corrupt: bool, cache_dir: str | None) -> None:
+
+class VerifiedShards:
+    """Shards already checked against the manifest, kept for the next read of the same split.
+
+    Local shards are remembered by (size, mtime_ns), so a replaced file is checked again;
+    gs:// shards keep their verified download under `directory` (one file per shard, never
+    evicted: as many as the reads touched) until `close` or garbage collection.
+    """
+
+    def __init__(self, cache_dir: str | None = None) -> None:
+        self.local: dict[str, tuple[int, int]] = {}  # local path -> (size, mtime_ns) checked
+        self.downloads: dict[str, tuple[int, int]] = {}  # gs:// uri -> stamp of its verified copy
+        self.lock = threading.Lock()
+        self.directory = cache_dir or tempfile.mkdtemp(prefix="recap-shards-")
+        os.makedirs(self.directory, exist_ok=True)
+        self._paths: set[str] = set()
+        if cache_dir is None:
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
+        else:
+            self._finalizer = weakref.finalize(self, _unlink_all, self._paths)
+
+    def path(self, uri: str) -> str:
+        digest = hashlib.sha1(uri.encode()).hexdigest()[:12]
+        path = os.path.join(self.directory, f"kept-{digest}-{storage.basename(uri)}")
+        with self.lock:
+            self._paths.add(path)
+        return path
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _unlink_all(paths: set[str]) -> None:
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+class ShardProvider:
+    """Yields groups as local file paths, verified; downloads gs:// shards into a bounded cache.
+
+    With `verified`, checks and downloads are looked up in and added to it instead, and
+    nothing it holds is evicted.
+    """
+
+    def __init__(self, reads: Iterator[GroupRead], skip_corrupt: bool, cache_dir: str | None,
+                 verified: VerifiedShards | None = None) -> None:
         self._reads = reads
         self.skip_corrupt = skip_corrupt
         self.skipped: list[str] = []
         self.error: BaseException | None = None
         self.current: tuple[str, ...] = ()
+        self._kept = verified
+        if verified is not None:
+            cache_dir = verified.directory
         self._own_cache = cache_dir is None
         self._cache_dir = cache_dir or tempfile.mkdtemp(prefix="recap-shards-")
         os.makedirs(self._cache_dir, exist_ok=True)
-        self._verified: dict[str, tuple[int, int]] = {}  # local path -> (size, mtime_ns) checked
-        self._lock = threading.Lock()
+        # local path -> (size, mtime_ns) checked
+        self._verified: dict[str, tuple[int, int]] = verified.local if verified is not None else {}
+        self._lock = verified.lock if verified is not None else threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-fetch")
         self._cached: list[str] = []
         self._downloaded: set[str] = set()
@@ -152,6 +209,8 @@ class ShardProvider:
     def _fetch(self, shard: Shard, epoch: int) -> str:
         """Local path of a verified copy of `shard`; DataError naming the shard when it is bad."""
         if storage.is_gcs(shard.uri):
+            if self._kept is not None:
+                return self._kept_download(shard)
             return self._download(shard, self._cache_path(shard, epoch))
         try:
             stat = os.stat(shard.uri)
@@ -173,7 +232,20 @@ class ShardProvider:
                 self._verified[shard.uri] = stamp
         return shard.uri
 
-    def _download(self, shard: Shard, path: str) -> str:
+    def _kept_download(self, shard: Shard) -> str:
+        """The verified copy an earlier read left in `verified`, else a new one, kept there."""
+        kept = self._kept
+        path = kept.path(shard.uri)
+        with self._lock:
+            known = kept.downloads.get(shard.uri)
+        if known is not None and _stamp(path) == known:
+            return path
+        self._download(shard, path, evictable=False)
+        with self._lock:
+            kept.downloads[shard.uri] = _stamp(path)
+        return path
+
+    def _download(self, shard: Shard, path: str, evictable: bool = True) -> str:
         digest, size = hashlib.sha256(), 0
         tmp = f"{path}.part"
         try:
@@ -193,8 +265,9 @@ class ShardProvider:
             what = f"size {size} bytes, manifest says {shard.bytes}" if size != shard.bytes else "sha256 differs from the manifest"
             raise DataError(f"{shard.uri}: {what} (corrupt or truncated shard)")
         os.replace(tmp, path)
-        with self._lock:
-            self._downloaded.add(path)
+        if evictable:
+            with self._lock:
+                self._downloaded.add(path)
         return path
 
     def _prepare(self, read: GroupRead) -> list[tuple[str, Shard, int] | DataError]:
@@ -234,7 +307,8 @@ class ShardProvider:
                 # The flat_map in front of us asks for a group only after the previous one is
                 # exhausted, so the previous group's cached copies are no longer needed.
                 self._evict(self._cached)
-                self._cached = [p.decode() for p, u in zip(paths, uris, strict=True) if storage.is_gcs(u)]
+                if self._kept is None:
+                    self._cached = [p.decode() for p, u in zip(paths, uris, strict=True) if storage.is_gcs(u)]
                 self.current = tuple(uris)
                 if paths:
                     yield paths, offsets

@@ -13,17 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from components.common.hashing import splitmix64
+
 _P = 12
 _M = 1 << _P
-
-
-def hash64(values: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: well-mixed 64-bit hashes of int64 values."""
-    z = values.astype(np.uint64, copy=True)
-    z += np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def _bit_length32(values: np.ndarray) -> np.ndarray:
@@ -39,7 +32,7 @@ class HyperLogLog:
     def add(self, values: np.ndarray) -> None:
         if not len(values):
             return
-        h = hash64(values)
+        h = splitmix64(values)
         index = (h >> np.uint64(64 - _P)).astype(np.int64)
         rest = (h << np.uint64(_P)) | np.uint64(1 << (_P - 1))  # sentinel bit bounds the rank
         high = (rest >> np.uint64(32)).astype(np.uint32)

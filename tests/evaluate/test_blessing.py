@@ -76,3 +76,13 @@ def test_read_baseline_accepts_a_file_or_its_directory_and_names_bad_ones(tmp_pa
     (tmp_path / "other.json").write_text('{"rows": 3}')
     with pytest.raises(DataError, match="other.json: not a recap metrics file"):
         read_baseline(str(tmp_path / "other.json"))
+
+
+def test_blessing_json_writes_nan_as_null_and_reasons_as_lists() -> None:
+    result = bless(metrics(fav=None, reply=0.8), BlessingConfig(), metrics(fav=0.7, reply=0.8))
+    document = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    fav = document["tasks"]["fav"]
+    assert fav["auroc"] is None and fav["auroc_delta"] is None and fav["baseline_auroc"] == 0.7
+    assert fav["passed"] is False and "auroc is NaN" in fav["reasons"]
+    assert document["tasks"]["reply"]["auroc_delta"] == 0.0
+    assert document["blessed"] is False and "task" not in fav

@@ -49,3 +49,41 @@ def test_config_file_errors_name_the_file(tmp_path) -> None:
     path.write_text("blessing:\n  auroc_tolerance: -1\n")
     with pytest.raises(ConfigError, match=rf"{path}: blessing.auroc_tolerance"):
         load_evaluate_config(path)
+
+
+def test_overrides_are_validated_like_the_file_and_name_it(tmp_path) -> None:
+    path = tmp_path / "eval.yaml"
+    path.write_text("read: {batch_size: 64}\n")
+    config = load_evaluate_config(path, {"read.max_examples": 300, "blessing.auroc_tolerance": 0.02})
+    assert (config.read.batch_size, config.read.max_examples, config.blessing.auroc_tolerance) == (64, 300, 0.02)
+    with pytest.raises(ConfigError, match=rf"{path}: blessing.auroc_tolerance"):
+        load_evaluate_config(path, {"blessing.auroc_tolerance": -1})
+    with pytest.raises(ConfigError, match=r"evaluate.yaml: metrics.bins: unknown field"):
+        load_evaluate_config(None, {"metrics.bins": 3})
+
+
+def test_cli_builds_its_config_through_load_evaluate_config(tmp_path, monkeypatch, capsys) -> None:
+    import components.evaluate.config as evaluate_config
+    from components.cli import main
+
+    calls = []
+    real = evaluate_config.load_evaluate_config
+
+    def spy(path=None, overrides=None):
+        calls.append((path, overrides))
+        return real(path, overrides)
+
+    monkeypatch.setattr(evaluate_config, "load_evaluate_config", spy)
+    path = tmp_path / "eval.yaml"
+    path.write_text("read: {batch_size: 64}\n")
+    base = ["evaluate", "--model", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main([*base, "--config-path", str(path), "--set", "read.max_examples=300",
+                 "--set", "blessing.auroc_tolerance=0.02"]) == 2  # the model is missing
+    assert calls == [(str(path), {"read.max_examples": 300, "blessing.auroc_tolerance": 0.02})]
+    assert "nope" in capsys.readouterr().err
+
+    assert main([*base, "--set", "metrics.bins=3"]) == 2
+    assert calls[-1] == (None, {"metrics.bins": 3})
+    assert "evaluate.yaml: metrics.bins: unknown field" in capsys.readouterr().err
+    assert main([*base, "--set", "read.batch_size"]) == 2
+    assert "--set read.batch_size: expected KEY=VALUE" in capsys.readouterr().err

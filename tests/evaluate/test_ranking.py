@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from components.common.hashing import splitmix64
 from components.evaluate.config import DEFAULT_ENGAGEMENT_WEIGHTS
 from components.evaluate.ranking import (
     GroupedAUROCAccumulator,
     engagement_value,
-    hash_user_ids,
     ranking_score,
 )
 
@@ -131,6 +131,6 @@ def test_ranking_score_and_engagement_value_use_the_published_weights() -> None:
 
 
 def test_user_hash_spreads_ids_across_low_bits() -> None:
-    hashes = hash_user_ids(np.arange(100_000))
+    hashes = splitmix64(np.arange(100_000))
     share_kept = np.mean((hashes & np.uint64(7)) == 0)
     assert share_kept == pytest.approx(1 / 8, abs=0.01)

@@ -1,4 +1,4 @@
-"""What component bodies rely on: data locations, the push with its LATEST pointer, KFP metrics."""
+"""What component bodies rely on: data locations, KFP metrics; the push step's thin call."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from kfp import dsl
 
 from components.common import storage
-from components.common.errors import ConfigError, StorageError
+from components.common.errors import ConfigError
 from pipeline import runtime
 
 
@@ -35,26 +35,22 @@ def test_record_location_is_read_back_by_consumers(tmp_path):
     assert runtime.data_uri(dsl.Dataset(name="t", uri="gs://pr/a/", metadata={})) == "gs://pr/a"
 
 
-def test_push_copies_the_model_then_moves_latest(storage_root):
-    model = storage.join(storage_root, "train/model")
-    storage.write_text(storage.join(model, "weights.pt"), "w")
-    storage.write_text(storage.join(model, "meta/schema.json"), "{}")
-    serving = storage.join(storage_root, "serving")
-    first = runtime.push_model(model, serving, "run-1")
-    second = runtime.push_model(model, serving, "run-2")
-    assert first == f"{serving}/run-1" and second == f"{serving}/run-2"
-    assert sorted(storage.relative_to(u, second) for u in storage.list_uris(second)) == ["meta/schema.json", "weights.pt"]
-    latest = storage.read_json(f"{serving}/LATEST")
-    assert latest["version"] == "run-2" and latest["model_uri"] == second and latest["files"] == 2
-    assert storage.list_uris(first)  # older versions stay for rollback
+def test_push_step_publishes_the_models_data_location(tmp_path):
+    """The KFP push body is a thin call: the model's data location goes to components.push."""
+    from pipeline.components import make_components
+    from pipeline.images import ImageSettings
 
-
-def test_push_refuses_an_empty_model_and_needs_a_target(tmp_path):
-    with pytest.raises(StorageError, match="no model files"):
-        runtime.push_model(str(tmp_path / "empty"), str(tmp_path / "serving"), "v")
+    data = tmp_path / "data/train-1/model"
+    storage.write_text(str(data / "weights.pt"), "w")
+    model = dsl.Model(name="model", uri=str(tmp_path / "train/model"), metadata={"data_uri": str(data)})
+    evaluation = dsl.Artifact(name="evaluation", uri=str(tmp_path / "evaluate/evaluation"), metadata={})
+    push = make_components(ImageSettings(registry="r.example", tag="1")).push.python_func
+    outputs = push(model=model, evaluation=evaluation, serving_uri="", data_root=str(tmp_path / "data"), version="run-7")
+    assert outputs.serving_model_uri == str(tmp_path / "data/serving/run-7")
+    latest = storage.read_json(str(tmp_path / "data/serving/LATEST"))
+    assert latest["source_uri"] == str(data) and latest["evaluation_uri"] == evaluation.uri
     with pytest.raises(ConfigError, match="serving_uri"):
-        runtime.serving_root("", "")
-    assert runtime.serving_root("", "gs://b/r") == "gs://b/r/serving"
+        push(model=model, evaluation=evaluation, serving_uri="", data_root="", version="run-8")
 
 
 def test_kfp_metrics_and_classification_artifacts():

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from components.common.schema import load_schema
+from components.launch.local import free_port
 from components.train.config import RecapConfig, load_train_config
 from components.train.synthetic import global_batch
 
@@ -68,3 +72,30 @@ def torchrun(args: list[str], nproc: int, max_restarts: int = 0, timeout: float 
     if popen:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, **popen)
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def launch_ranks(args: list[str], nproc: int, timeout: float = 120) -> list[subprocess.CompletedProcess]:
+    """Start `nproc` ranks as plain processes (no torchrun agent to stop the others when one
+    exits), so that each rank's own exit code and output can be checked; ranks still running
+    at the deadline are killed and reported with returncode None."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}
+    with contextlib.ExitStack() as stack:
+        outputs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in range(nproc)]
+        procs = [subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, text=True)
+                 for rank, out in enumerate(outputs)]
+        deadline = time.monotonic() + timeout
+        results = []
+        for proc, out in zip(procs, outputs, strict=True):
+            try:
+                code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                code = None
+            out.seek(0)
+            results.append(subprocess.CompletedProcess(proc.args, code, out.read(), ""))
+    return results

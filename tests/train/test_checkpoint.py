@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from components.common import storage
 from components.common.errors import StorageError
 from components.train import checkpoint
+from components.train.distributed import init_distributed, shutdown_distributed
 
 
 def fake_step(save_dir: str, step: int, committed: bool) -> str:
@@ -55,3 +57,28 @@ def test_initial_checkpoint_is_a_step_dir_or_the_newest_below_a_save_dir(save_di
     assert checkpoint.resolve_initial_checkpoint(save_dir) == checkpoint.step_dir(save_dir, 7)
     step3 = checkpoint.step_dir(save_dir, 3)
     assert checkpoint.resolve_initial_checkpoint(step3 + "/") == step3
+
+
+@pytest.fixture
+def world_of_one():
+    yield init_distributed()
+    shutdown_distributed()
+
+
+def test_gcs_checkpoints_leave_no_local_staging_copy(gcs_bucket, tmp_path, monkeypatch, world_of_one):
+    """Staged shards go once uploaded, downloaded copies once loaded: a long run cannot fill the disk."""
+    monkeypatch.setenv("RECAP_SPOOL_DIR", str(tmp_path / "spool"))
+    staging = tmp_path / "spool" / "recap-checkpoints"
+    save_dir = storage.join(gcs_bucket, "run")
+    state = {"weights": torch.arange(6.0)}
+    for step in (1, 2, 3):
+        target = checkpoint.save(save_dir, step, state, rank=0)
+        assert list(staging.iterdir()) == []
+        names = {storage.basename(uri) for uri in storage.list_uris(target)}
+        assert names == {".metadata", "__0_0.distcp", checkpoint.COMMIT_MARKER}
+    assert checkpoint.prune(save_dir, keep=1) == [1, 2]
+    for no_dist in (False, True):  # resume (every rank), export (rank 0 alone)
+        loaded = {"weights": torch.zeros(6)}
+        checkpoint.load(checkpoint.step_dir(save_dir, 3), loaded, no_dist=no_dist)
+        assert torch.equal(loaded["weights"], state["weights"])
+        assert list(staging.iterdir()) == []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components.common import storage
+from components.common.errors import DataError
 from components.train import checkpoint, export
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed
@@ -121,3 +122,20 @@ def test_debug_loop_reports_every_step(tmp_path, env, caplog):
         train(config, schema, env, synthetic_source(schema, 32), debug_loop=True)
     debug_steps = {r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("debug step=")}
     assert debug_steps == {"step=0", "step=1", "step=2"}
+
+
+@pytest.mark.parametrize(("split", "message"), [
+    ("train", r"train_data: ran out of batches \(rank 0 after 5 per-rank batches\); set repeat: true "
+              r"or lower training\.num_train_steps"),
+    ("validation", r"validation_data: ran out of batches \(rank 0 after 1 per-rank batches\); set repeat: "
+                   r"true or lower training\.num_eval_steps"),
+])
+def test_data_running_out_names_the_split_and_the_batch_position(tmp_path, env, split, message):
+    data = tiny_config_data(str(tmp_path / "run"), steps=4, gradient_accumulation=2, eval_every_n=1)
+    config = load_train_config(write_config(tmp_path / "c.yaml", data))
+    schema = config.load_schema()
+    limited = {split: 5 if split == "train" else 1}
+    train_source = synthetic_source(schema, 32, num_batches=limited.get("train"))
+    eval_source = synthetic_source(schema, 32, offset=EVAL_OFFSET, num_batches=limited.get("validation"))
+    with pytest.raises(DataError, match=message):
+        train(config, schema, env, train_source, eval_source)

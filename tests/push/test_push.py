@@ -1,0 +1,41 @@
+"""The push of a blessed model: versions copied whole, LATEST moved last, old versions kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.common import storage
+from components.common.errors import ConfigError, StorageError
+from components.push import LATEST_FILE, push_model, serving_root
+
+
+def test_push_copies_the_model_then_moves_latest(storage_root):
+    model = storage.join(storage_root, "train/model")
+    storage.write_text(storage.join(model, "weights.pt"), "w")
+    storage.write_text(storage.join(model, "meta/schema.json"), "{}")
+    serving = storage.join(storage_root, "serving")
+    first = push_model(model, serving, "run-1")
+    second = push_model(model, serving, "run-2", extra={"evaluation_uri": "gs://pr/eval"})
+    assert first == f"{serving}/run-1" and second == f"{serving}/run-2"
+    assert sorted(storage.relative_to(u, second) for u in storage.list_uris(second)) == ["meta/schema.json", "weights.pt"]
+    latest = storage.read_json(f"{serving}/{LATEST_FILE}")
+    assert latest["version"] == "run-2" and latest["model_uri"] == second and latest["files"] == 2
+    assert latest["source_uri"] == model and latest["evaluation_uri"] == "gs://pr/eval"
+    assert storage.list_uris(first)  # older versions stay for rollback
+
+
+def test_push_refuses_an_empty_model_and_leaves_latest_alone(tmp_path):
+    serving = str(tmp_path / "serving")
+    storage.write_text(str(tmp_path / "model/weights.pt"), "w")
+    push_model(str(tmp_path / "model"), serving, "v1")
+    with pytest.raises(StorageError, match="empty: no model files to push"):
+        push_model(str(tmp_path / "empty"), serving, "v2")
+    assert storage.read_json(f"{serving}/LATEST")["version"] == "v1"
+    assert not storage.list_uris(f"{serving}/v2")
+
+
+def test_serving_root_defaults_under_the_data_root_and_needs_one_of_them():
+    with pytest.raises(ConfigError, match="serving_uri"):
+        serving_root("", "")
+    assert serving_root("", "gs://b/r") == "gs://b/r/serving"
+    assert serving_root("gs://serve/ranker/", "gs://b/r") == "gs://serve/ranker"

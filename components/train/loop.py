@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -164,6 +165,7 @@ class _TensorBoard:
     def __init__(self, config: RecapConfig, env: DistEnv) -> None:
         self.writer = None
         self.remote = None
+        self.uploaded: dict[Path, int] = {}  # local event file -> size at its last upload
         if not (env.is_chief and config.training.tensorboard):
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -182,14 +184,24 @@ class _TensorBoard:
             for name, value in values.items():
                 self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
+    def sync(self) -> None:
+        """Upload event files that grew since the last sync, so a gs:// run shows curves as it trains."""
+        if self.writer is None or not self.remote:
+            return
+        self.writer.flush()
+        for path in sorted(self.local.rglob("*")):
+            if path.is_file() and self.uploaded.get(path) != path.stat().st_size:
+                size = path.stat().st_size
+                storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
+                self.uploaded[path] = size
+
     def close(self) -> None:
         if self.writer is None:
             return
         self.writer.close()
         if self.remote:
-            for path in self.local.rglob("*"):
-                if path.is_file():
-                    storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
+            self.sync()
+            shutil.rmtree(self.local, ignore_errors=True)
 
 
 _MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}
@@ -346,6 +358,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
         if step % training.checkpoint_every_n == 0 or step == training.num_train_steps:
             paused = time.perf_counter()
             _save(dmp, optimizers, config, env, step, batches_consumed)
+            tensorboard.sync()
             window_start += time.perf_counter() - paused
     progress.close()
     tensorboard.close()

@@ -21,7 +21,7 @@ bf16 copies would accumulate in bf16) or in the debug loop (it reports fp32 grad
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -58,6 +58,7 @@ class MasterWeightAdam(torch.optim.Adam):
         super().__init__(params, fused=True, **kwargs)
         self._layers = {id(layer.weight): layer for layer in layers}
         self._scratch: dict[torch.device, torch.Tensor] = {}
+        self._plans: dict[int, tuple[tuple, list[_Batch]]] = {}  # per param group, rebuilt when tensors change
         for group in self.param_groups:
             if group["amsgrad"]:
                 raise ValueError("MasterWeightAdam does not implement amsgrad")
@@ -73,68 +74,85 @@ class MasterWeightAdam(torch.optim.Adam):
     def step(self, closure=None):
         loss = super().step(closure)  # parameters with their own .grad; masters have none
         world_size = dist.get_world_size() if dist.is_initialized() else 1
-        for group in self.param_groups:
-            updated = [(p, self._layers[id(p)]) for p in group["params"] if id(p) in self._layers
-                       and self._layers[id(p)].compute_weight is not None
-                       and self._layers[id(p)].compute_weight.grad is not None]
+        for index, group in enumerate(self.param_groups):
+            updated = [(p, self._layers[id(p)]) for p in group["params"] if id(p) in self._layers]
+            updated = [(p, layer) for p, layer in updated
+                       if layer.compute_weight is not None and layer.compute_weight.grad is not None]
             if not updated:
                 continue
-            steps = [self.state[p]["step"] for p, _ in updated]
-            torch._foreach_add_(steps, 1)
-            for batch in _chunk_batches(updated, self.state, CHUNK_ELEMENTS):
+            for batch in self._plan(index, updated):
                 self._update(batch, group, world_size)
             for param, layer in updated:
                 layer.compute_weight.grad = None
                 layer.compute_weight_version = param._version
         return loss
 
-    def _update(self, batch: list[_Segment], group: dict, world_size: int) -> None:
+    def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]]) -> list[_Batch]:
+        """The group's batches, cached: building ~100 views per step costs milliseconds of Python."""
+        key = tuple((id(p), id(layer.compute_weight), id(self.state[p]["exp_avg"]), id(self.state[p]["exp_avg_sq"]))
+                    for p, layer in updated)
+        cached = self._plans.get(index)
+        if cached is None or cached[0] != key:
+            device = updated[0][0].device
+            if device not in self._scratch:
+                self._scratch[device] = torch.empty(CHUNK_ELEMENTS, device=device)
+            cached = self._plans[index] = (key, _plan_batches(updated, self.state, self._scratch[device]))
+        return cached[1]
+
+    def _update(self, batch: _Batch, group: dict, world_size: int) -> None:
         """One fused Adam call over segments whose total size fits the fp32 scratch buffer."""
-        device = batch[0].master.device
-        scratch = self._scratch.get(device)
-        if scratch is None:
-            scratch = self._scratch[device] = torch.empty(CHUNK_ELEMENTS, device=device)
-        size = sum(s.master.numel() for s in batch)
-        grads = list(scratch[:size].split([s.master.numel() for s in batch]))
-        torch._foreach_copy_(grads, [s.grad for s in batch])  # bf16 -> fp32, exact
+        if batch.new_steps:
+            torch._foreach_add_(batch.new_steps, 1)
+        grads = [layer.compute_weight.grad.reshape(-1)[start:end] for layer, start, end in batch.sources]
+        torch._foreach_copy_(batch.grads, grads)  # bf16 -> fp32, exact
         if world_size > 1:
-            dist.all_reduce(scratch[:size])
-            scratch[:size].div_(world_size)
+            dist.all_reduce(batch.flat_grads)
+            batch.flat_grads.div_(world_size)
         beta1, beta2 = group["betas"]
-        masters = [s.master for s in batch]
-        torch._fused_adam_(masters, grads, [s.exp_avg for s in batch], [s.exp_avg_sq for s in batch], [],
-                           [s.step for s in batch], lr=group["lr"], beta1=beta1, beta2=beta2,
-                           weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
-                           maximize=group["maximize"])
-        torch._foreach_copy_([s.copy for s in batch], masters)  # fp32 -> bf16 while still in cache
+        torch._fused_adam_(batch.masters, batch.grads, batch.exp_avgs, batch.exp_avg_sqs, [], batch.steps,
+                           lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                           eps=group["eps"], amsgrad=False, maximize=group["maximize"])
+        torch._foreach_copy_(batch.copies, batch.masters)  # fp32 -> bf16 while still in cache
 
 
-class _Segment(NamedTuple):
-    """A flat slice of one master weight with the matching slices of its gradient, state and copy."""
+class _Batch(NamedTuple):
+    """Flat slices of master weights, their Adam state and bf16 copies, at most one scratch buffer
+    in all; `sources` say where each slice's gradient is, `grads` where it is widened to."""
 
-    master: torch.Tensor
-    grad: torch.Tensor
-    exp_avg: torch.Tensor
-    exp_avg_sq: torch.Tensor
-    copy: torch.Tensor
-    step: torch.Tensor
+    masters: list[torch.Tensor]
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    copies: list[torch.Tensor]
+    steps: list[torch.Tensor]  # one per slice (Adam's step of the slice's weight)
+    new_steps: list[torch.Tensor]  # each weight's step once, counted when its first slice is updated
+    sources: list[tuple[Linear, int, int]]
+    grads: list[torch.Tensor]
+    flat_grads: torch.Tensor
 
 
-def _chunk_batches(updated: list[tuple[torch.Tensor, Linear]], state: dict, limit: int) -> Iterator[list[_Segment]]:
-    """Cut the weights into segments of at most `limit` elements and pack them into batches of at
-    most `limit` elements: big weights go a chunk at a time, small ones many per kernel call."""
-    batch: list[_Segment] = []
+def _plan_batches(updated: list[tuple[torch.Tensor, Linear]], state: dict, scratch: torch.Tensor) -> list[_Batch]:
+    """Cut the weights into slices of at most len(scratch) elements and pack them into batches of
+    at most that many: big weights go a chunk at a time, small ones many per kernel call."""
+    limit = scratch.numel()
+    groups: list[list[tuple]] = [[]]
     filled = 0
     for master, layer in updated:
-        copy = layer.compute_weight
-        flat = (master.view(-1), copy.grad.reshape(-1), state[master]["exp_avg"].view(-1),
-                state[master]["exp_avg_sq"].view(-1), copy.detach().view(-1))
+        flat = (master.view(-1), state[master]["exp_avg"].view(-1), state[master]["exp_avg_sq"].view(-1),
+                layer.compute_weight.detach().view(-1))
         for start in range(0, flat[0].numel(), limit):
             end = min(start + limit, flat[0].numel())
             if filled + end - start > limit:
-                yield batch
-                batch, filled = [], 0
-            batch.append(_Segment(*(t[start:end] for t in flat), state[master]["step"]))
+                groups.append([])
+                filled = 0
+            groups[-1].append((*(t[start:end] for t in flat), state[master]["step"], start == 0, (layer, start, end)))
             filled += end - start
-    if batch:
-        yield batch
+    batches = []
+    for segments in groups:
+        sizes = [segment[0].numel() for segment in segments]
+        flat_grads = scratch[: sum(sizes)]
+        batches.append(_Batch(
+            masters=[s[0] for s in segments], exp_avgs=[s[1] for s in segments], exp_avg_sqs=[s[2] for s in segments],
+            copies=[s[3] for s in segments], steps=[s[4] for s in segments],
+            new_steps=[s[4] for s in segments if s[5]], sources=[s[6] for s in segments],
+            grads=list(flat_grads.split(sizes)), flat_grads=flat_grads))
+    return batches

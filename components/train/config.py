@@ -32,8 +32,10 @@ class TrainingConfig(StrictModel):
     bf16_autocast: bool = False
     # With bf16_autocast: Linear layers compute with bf16 weight copies that the optimizer keeps
     # up to date, instead of casting every weight every step (same numbers, faster; precision.py).
-    # Ignored with gradient_accumulation > 1 and in --debug_loop.
-    bf16_weight_copies: bool = True
+    # None (auto): on for CPU training and for a single GPU; off for several GPUs, where the
+    # copies' gradient all-reduce would no longer overlap the backward pass. Never used with
+    # gradient_accumulation > 1, optimizer.fused_adam: false, or --debug_loop.
+    bf16_weight_copies: bool | None = None
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads per process
     tensorboard: bool = True
 

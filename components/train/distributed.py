@@ -75,6 +75,27 @@ def _attempt_store(rank: int, world_size: int, timeout: dt.timedelta) -> dist.St
     return dist.PrefixStore(f"recap/attempt_{attempt}", store)
 
 
+def fail_together(failure: Exception | None, what: str, error: type[Exception] = RuntimeError) -> None:
+    """Raise on every rank when `failure` happened on any rank, else return on every rank.
+
+    Work that one rank does alone (rank 0's commit marker, one rank's upload, opening its
+    data) would otherwise fail on that rank while the others wait in their next collective
+    until the process-group timeout. One tiny all_reduce, which is also a barrier.
+    """
+    failed = [0] if failure is not None else []
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+                  else torch.device("cpu"))
+        flags = torch.zeros(dist.get_world_size(), dtype=torch.int64, device=device)
+        flags[dist.get_rank()] = int(failure is not None)
+        dist.all_reduce(flags)
+        failed = [rank for rank, flag in enumerate(flags.tolist()) if flag]
+    if failure is not None:
+        raise failure
+    if failed:
+        raise error(f"{what}: rank {failed[0]} failed (its error is in its log); stopping every rank")
+
+
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

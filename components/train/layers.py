@@ -73,14 +73,16 @@ class Linear(nn.Linear):
     tenth of the prod model's bf16 step. With `compute_dtype` set, forward and backward use
     `compute_weight`, a bf16 leaf that collects the bf16 gradient, and the fp32 `weight` stays
     the master the optimizer updates (components/train/precision.py), which then refreshes the
-    copy while the values are in cache. The copy is rebuilt whenever `weight` changed outside
-    that optimizer (a checkpoint load bumps its version counter). State dicts, exports and
+    copy while the values are in cache. The copy is refreshed when `weight` changed outside that
+    optimizer: in-place writes (a checkpoint load, copy_) bump its version counter and a new
+    tensor (`weight.data = t`) has a new address; writes through `weight.data` are invisible to
+    both, so code doing those must set `compute_weight = None`. State dicts, exports and
     evaluation only ever see the fp32 `weight`.
     """
 
     compute_dtype: torch.dtype | None = None
     compute_weight: torch.Tensor | None = None
-    compute_weight_version: int = -1  # weight._version the copy was made from
+    compute_weight_version: tuple[int, int] = (-1, 0)  # (weight._version, weight.data_ptr()) copied from
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compute_dtype is None:
@@ -91,12 +93,16 @@ class Linear(nn.Linear):
 
     def current_compute_weight(self) -> torch.Tensor:
         if self.compute_weight is None or self.compute_weight.device != self.weight.device:
-            self.compute_weight = self.weight.detach().to(self.compute_dtype).requires_grad_()
-        elif self.compute_weight_version != self.weight._version:
+            with torch.inference_mode(False):  # a copy made during inference must still train later
+                self.compute_weight = self.weight.detach().to(self.compute_dtype).requires_grad_()
+        elif self.compute_weight_version != self.weight_version():
             with torch.no_grad():
                 self.compute_weight.copy_(self.weight)
-        self.compute_weight_version = self.weight._version
+        self.compute_weight_version = self.weight_version()
         return self.compute_weight
+
+    def weight_version(self) -> tuple[int, int]:
+        return self.weight._version, self.weight.data_ptr()
 
 
 def linear(in_features: int, out_features: int) -> Linear:

@@ -30,7 +30,8 @@ from components.common.schema import Schema
 from components.train import checkpoint
 from components.train.batch import RecapBatch
 from components.train.config import DataConfig, RecapConfig
-from components.train.distributed import DistEnv, dense_named_parameters, shard_model
+from components.train.distributed import DistEnv, dense_named_parameters, fail_together, shard_model
+from components.train.layers import Linear
 from components.train.loss import multi_task_loss
 from components.train.model import HeavyRanker
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
@@ -82,8 +83,8 @@ def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, whe
 class _Optimizers:
     """Dense Adam (keyed by parameter name) + TorchRec's fused embedding optimizer, one state dict."""
 
-    def __init__(self, dmp: nn.Module, config: RecapConfig, tasks: list[str], bf16_weight_copies: list | None = None
-                 ) -> None:
+    def __init__(self, dmp: nn.Module, config: RecapConfig, tasks: list[str],
+                 bf16_weight_copies: list[Linear] | None = None) -> None:
         from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
         params = dense_named_parameters(dmp)
@@ -120,6 +121,17 @@ def _global_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
 
 def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return _global_sum(values, env) / env.world_size
+
+
+def _open(source: BatchSource, start: int, what: str, env: DistEnv) -> Iterator[RecapBatch]:
+    """`source(start)` on every rank, or an error on every rank (a reader can fail on one rank)."""
+    batches, failure = None, None
+    try:
+        batches = source(start)
+    except Exception as exc:  # raised on every rank by fail_together
+        failure = exc
+    fail_together(failure, f"{what}: opening the data", DataError)
+    return batches
 
 
 def _next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position: int, env: DistEnv,
@@ -185,14 +197,21 @@ class _TensorBoard:
                 self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
     def sync(self) -> None:
-        """Upload event files that grew since the last sync, so a gs:// run shows curves as it trains."""
+        """Upload event files that grew since the last sync, so a gs:// run shows curves as it trains.
+
+        Best effort: a failed upload is logged and retried at the next sync, never fatal.
+        """
         if self.writer is None or not self.remote:
             return
         self.writer.flush()
         for path in sorted(self.local.rglob("*")):
             if path.is_file() and self.uploaded.get(path) != path.stat().st_size:
                 size = path.stat().st_size
-                storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
+                try:
+                    storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
+                except Exception as exc:
+                    log.warning("could not upload %s to %s: %s", path.name, self.remote, exc)
+                    return
                 self.uploaded[path] = size
 
     def close(self) -> None:
@@ -231,6 +250,17 @@ def reuse_large_allocations() -> bool:
                 and libc.mallopt(_MALLOPT["M_TRIM_THRESHOLD"], 1 << 30))
 
 
+def _use_bf16_weight_copies(config: RecapConfig, env: DistEnv, debug_loop: bool) -> bool:
+    training = config.training
+    if not training.bf16_autocast or training.gradient_accumulation > 1 or debug_loop:
+        return False
+    if not config.optimizer.fused_adam:
+        return False
+    if training.bf16_weight_copies is None:
+        return env.device.type == "cpu" or env.world_size == 1
+    return training.bf16_weight_copies
+
+
 def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debug_loop: bool = False
                          ) -> tuple[HeavyRanker, nn.Module, _Optimizers]:
     """The seeded model, sharded by DMP, with its optimizers: (unwrapped model, dmp, optimizers)."""
@@ -238,8 +268,7 @@ def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debu
     torch.manual_seed(training.seed)
     model = HeavyRanker(config.model, schema, sparse_device="meta")
     copies = []
-    if (training.bf16_autocast and training.bf16_weight_copies and training.gradient_accumulation == 1
-            and not debug_loop):
+    if _use_bf16_weight_copies(config, env, debug_loop):
         copies = use_bf16_weight_copies(model)  # before DDP wraps the model: the masters leave it
     dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed)
     if env.is_chief:
@@ -273,7 +302,7 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
     """Mean per-task loss over the first `num_steps` batches of the validation data (all ranks)."""
     dmp.eval()
     total = torch.zeros(len(tasks))
-    batches = source(0)
+    batches = _open(source, 0, "validation_data", env)
     try:
         with torch.no_grad(), _autocast(config, env):
             for index in range(num_steps):
@@ -302,7 +331,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
 
     step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
     tensorboard = _TensorBoard(config, env)
-    batches = train_batches(batches_consumed)
+    batches = _open(train_batches, batches_consumed, "train_data", env)
     if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
         (first,) = _next_batches(batches, 1, "train_data", 0, env)
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
@@ -442,10 +471,14 @@ def _save(dmp, optimizers, config: RecapConfig, env: DistEnv, step: int, batches
     started = time.perf_counter()
     target = checkpoint.save(config.training.save_dir, step, _state(dmp, optimizers, step, batches_consumed),
                              env.rank, extra={"batches_consumed": batches_consumed})
-    if env.is_chief:
-        removed = checkpoint.prune(config.training.save_dir, config.training.checkpoint_max_to_keep)
+    if env.is_chief:  # housekeeping: a failure here must not stop the run (nor strand the other ranks)
+        try:
+            removed = len(checkpoint.prune(config.training.save_dir, config.training.checkpoint_max_to_keep))
+        except Exception as exc:
+            removed = 0
+            log.warning("could not prune old checkpoints under %s: %s", config.training.save_dir, exc)
         log.info("checkpoint committed %s", format_metrics(step=step, uri=target, seconds=time.perf_counter() - started,
-                                                            pruned=len(removed)))
+                                                            pruned=removed))
 
 
 def _restore(dmp, optimizers: _Optimizers, config: RecapConfig, env: DistEnv) -> tuple[int, int, int | None]:

@@ -13,6 +13,7 @@ from torch import nn
 
 from components.common.errors import ConfigError
 from components.train.config import EmbeddingOptimizerConfig, LearningRateConfig, OptimizerConfig
+from components.train.layers import Linear
 
 BACKBONE_GROUP = "backbone"
 
@@ -59,7 +60,7 @@ def parameter_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], tasks
 
 
 def build_dense_optimizer(named_parameters: dict[str, nn.Parameter], tasks: list[str],
-                          config: OptimizerConfig, bf16_weight_copies: list | None = None) -> torch.optim.Adam:
+                          config: OptimizerConfig, bf16_weight_copies: list[Linear] | None = None) -> torch.optim.Adam:
     """Adam over the dense parameters, one param group per schedule (named by "name").
 
     With `bf16_weight_copies` (layers.Linear computing in bf16, see precision.py) their fp32

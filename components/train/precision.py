@@ -11,9 +11,11 @@ back to the bf16 copy while it is still in cache.
 
 The numbers are those of autocast + fused Adam: forward uses round_bf16(master) either way; the
 gradient is the bf16 matmul's, widened exactly; the update is the same kernel on the same
-values. On several ranks the widened chunks are summed and divided by the world size in fp32,
-as DDP does with autocast's fp32 gradients (the masters leave DDP: they no longer require grad),
-so this reduction is not overlapped with the backward pass.
+values. On several ranks the widened chunks are summed in fp32 and divided by the world size
+(DDP divides first, then sums: the same numbers when the world size is a power of two); the
+masters leave DDP (they no longer require grad), so this reduction runs after the backward pass
+instead of overlapping it, which is why multi-GPU runs leave the copies off unless asked
+(TrainingConfig.bf16_weight_copies).
 
 Not used with gradient accumulation (autocast accumulates micro-batch gradients in fp32; the
 bf16 copies would accumulate in bf16) or in the debug loop (it reports fp32 gradient norms).
@@ -60,8 +62,10 @@ class MasterWeightAdam(torch.optim.Adam):
         self._scratch: dict[torch.device, torch.Tensor] = {}
         self._plans: dict[int, tuple[tuple, list[_Batch]]] = {}  # per param group, rebuilt when tensors change
         for group in self.param_groups:
-            if group["amsgrad"]:
-                raise ValueError("MasterWeightAdam does not implement amsgrad")
+            unsupported = [k for k in ("amsgrad", "capturable", "differentiable", "decoupled_weight_decay", "foreach")
+                           if group.get(k)]
+            if unsupported:
+                raise ValueError(f"MasterWeightAdam does not implement {', '.join(unsupported)}")
             for param in group["params"]:
                 if id(param) in self._layers:
                     self.state[param] = {
@@ -80,22 +84,27 @@ class MasterWeightAdam(torch.optim.Adam):
                        if layer.compute_weight is not None and layer.compute_weight.grad is not None]
             if not updated:
                 continue
-            for batch in self._plan(index, updated):
+            for batch in self._plan(index, updated, world_size):
                 self._update(batch, group, world_size)
-            for param, layer in updated:
+            for _, layer in updated:
                 layer.compute_weight.grad = None
-                layer.compute_weight_version = param._version
+                layer.compute_weight_version = layer.weight_version()
         return loss
 
-    def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]]) -> list[_Batch]:
-        """The group's batches, cached: building ~100 views per step costs milliseconds of Python."""
-        key = tuple((id(p), id(layer.compute_weight), id(self.state[p]["exp_avg"]), id(self.state[p]["exp_avg_sq"]))
-                    for p, layer in updated)
+    def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]], world_size: int) -> list[_Batch]:
+        """The group's batches, cached: building ~100 views per step costs milliseconds of Python.
+
+        The key holds the tensors themselves (compared with `is`): ids of freed tensors are reused.
+        """
+        key = [(p, layer.compute_weight, self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"]) for p, layer in updated]
         cached = self._plans.get(index)
-        if cached is None or cached[0] != key:
+        if cached is None or len(cached[0]) != len(key) or any(
+                a is not b for old, new in zip(cached[0], key, strict=True) for a, b in zip(old, new, strict=True)):
             device = updated[0][0].device
             if device not in self._scratch:
                 self._scratch[device] = torch.empty(CHUNK_ELEMENTS, device=device)
+            if world_size > 1:
+                _same_on_every_rank(sum(p.numel() for p, _ in updated), device)
             cached = self._plans[index] = (key, _plan_batches(updated, self.state, self._scratch[device]))
         return cached[1]
 
@@ -113,6 +122,16 @@ class MasterWeightAdam(torch.optim.Adam):
                            lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                            eps=group["eps"], amsgrad=False, maximize=group["maximize"])
         torch._foreach_copy_(batch.copies, batch.masters)  # fp32 -> bf16 while still in cache
+
+
+def _same_on_every_rank(numel: int, device: torch.device) -> None:
+    """The gradient all-reduces below pair up by position: every rank must update the same weights
+    (DDP raises in that case too). Checked once per plan, not per step."""
+    bounds = torch.tensor([numel, -numel], dtype=torch.int64, device=device)
+    dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
+    if int(bounds[0]) != -int(bounds[1]):
+        raise RuntimeError(f"bf16 weight copies: ranks have gradients for different weights "
+                           f"({-int(bounds[1])} to {int(bounds[0])} elements); a Linear got no gradient on some rank")
 
 
 class _Batch(NamedTuple):

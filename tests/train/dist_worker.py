@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--stale_listing", action="store_true", help="ranks > 0 list save_dir without its newest step")
     parser.add_argument("--export_delay_s", type=float, default=0.0)
     parser.add_argument("--export_error", help="rank 0's export fails with this StorageError message")
+    parser.add_argument("--marker_error", help="rank 0's commit-marker write fails with this StorageError message")
+    parser.add_argument("--open_error_rank", type=int, help="opening the training data fails on this rank")
     parser.add_argument("--short_rank", type=int, help="this rank's training data ends after --short_batches")
     parser.add_argument("--short_batches", type=int, default=0)
     args = parser.parse_args()
@@ -54,6 +56,8 @@ def main() -> int:
         size = config.train_data.global_batch_size
         limit = args.short_batches if args.short_rank == env.rank else None
         train_batches = synthetic_source(schema, size, args.data_seed, env.rank, env.world_size, num_batches=limit)
+        if args.open_error_rank == env.rank:
+            train_batches = _failing_source
         eval_batches = synthetic_source(schema, size, args.data_seed, env.rank, env.world_size, offset=10**6)
         result = train(config, schema, env, train_batches, eval_batches, debug_loop=args.debug_loop)
     except RecapError as exc:
@@ -63,6 +67,10 @@ def main() -> int:
         json.dump(dataclasses.asdict(result), handle)
     shutdown_distributed()
     return 0
+
+
+def _failing_source(start: int):
+    raise StorageError("gs://bucket/data/train/_MANIFEST.json: 403 Forbidden")
 
 
 def stage_faults(args: argparse.Namespace, rank: int) -> None:
@@ -79,6 +87,15 @@ def stage_faults(args: argparse.Namespace, rank: int) -> None:
             return exported(*a, **kw)
 
         export.export_model = slow_or_failing_export
+    if args.marker_error and rank == 0:
+        write_json = checkpoint.storage.write_json
+
+        def failing_marker_write(uri, value):
+            if uri.endswith(checkpoint.COMMIT_MARKER):
+                raise StorageError(args.marker_error)
+            return write_json(uri, value)
+
+        checkpoint.storage.write_json = failing_marker_write
 
 
 if __name__ == "__main__":

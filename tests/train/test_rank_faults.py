@@ -48,6 +48,24 @@ def test_failed_export_fails_every_rank(tmp_path):
     assert "rank 1: error: rank 0 failed to export the model: bucket gs://gone is gone" in ranks[1].stdout
 
 
+def test_a_failed_commit_marker_write_on_rank_0_stops_every_rank(tmp_path):
+    data = tiny_config_data(str(tmp_path / "run"), steps=2, checkpoint_every_n=2, num_eval_steps=0)
+    ranks, _, seconds = run_ranks(tmp_path, "marker", data, "--marker_error=503 Service Unavailable")
+    assert [done.returncode for done in ranks] == [2, 2], [done.stdout[-2000:] for done in ranks]
+    assert "rank 0: error: 503 Service Unavailable" in ranks[0].stdout
+    assert "writing the commit marker: rank 0 failed" in ranks[1].stdout
+    assert seconds < 100  # not a process-group timeout (600 s)
+
+
+def test_data_that_fails_to_open_on_one_rank_stops_every_rank(tmp_path):
+    data = tiny_config_data(str(tmp_path / "run"), steps=2, num_eval_steps=0)
+    ranks, _, seconds = run_ranks(tmp_path, "open", data, "--open_error_rank=1")
+    assert [done.returncode for done in ranks] == [1, 2], [done.stdout[-2000:] for done in ranks]
+    assert "rank 1: error: gs://bucket/data/train/_MANIFEST.json: 403 Forbidden" in ranks[1].stdout
+    assert "rank 0: error: train_data: opening the data: rank 1 failed" in ranks[0].stdout
+    assert seconds < 100
+
+
 def test_a_rank_out_of_data_stops_every_rank_with_the_same_error(tmp_path):
     data = tiny_config_data(str(tmp_path / "run"), steps=8, checkpoint_every_n=100, num_eval_steps=0,
                             gradient_accumulation=2)

@@ -326,6 +326,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     per_rank_batch_size(config.train_data, env.world_size, "train_data")
     reuse_large_allocations()
     model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
+    export_group = _export_wait_group(env)
     pos_weight = torch.tensor([(config.model.tasks.get(t).pos_weight if t in config.model.tasks else 1.0)
                                for t in tasks], device=env.device)
 
@@ -393,7 +394,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     tensorboard.close()
     # The loop always saves its last step, and a run resumed at the end has that step committed.
     final_dir = checkpoint.step_dir(training.save_dir, step)
-    model_dir = _export_on_chief(config, schema, env, final_dir, step)
+    model_dir = _export_on_chief(config, schema, env, final_dir, step, export_group)
     return TrainResult(step=step, resumed_from=resumed_from, checkpoint_dir=final_dir, model_dir=model_dir,
                        losses=losses, examples_per_s=throughput, eval_losses=eval_losses,
                        history=tuple(history))
@@ -410,7 +411,18 @@ def _label_log_odds(batch: RecapBatch, pos_weight: torch.Tensor, env: DistEnv) -
 EXPORT_WAIT_S = 24 * 3600.0
 
 
-def _export_on_chief(config: RecapConfig, schema: Schema, env: DistEnv, final_dir: str, step: int) -> str | None:
+def _export_wait_group(env: DistEnv) -> dist.ProcessGroup | None:
+    """The gloo group `_export_on_chief` waits in, made at start-up (a collective call) so a
+    network problem of gloo shows now, not after days of training."""
+    if env.world_size == 1:
+        return None
+    import datetime as dt
+
+    return dist.new_group(backend="gloo", timeout=dt.timedelta(seconds=EXPORT_WAIT_S))
+
+
+def _export_on_chief(config: RecapConfig, schema: Schema, env: DistEnv, final_dir: str, step: int,
+                     group: dist.ProcessGroup | None) -> str | None:
     """Rank 0 exports the model; the others wait for its outcome, then all return or all fail.
 
     The wait is a broadcast over a gloo group of its own with a 24 h timeout, not a barrier on
@@ -427,9 +439,6 @@ def _export_on_chief(config: RecapConfig, schema: Schema, env: DistEnv, final_di
 
     if env.world_size == 1:
         return export()
-    import datetime as dt
-
-    group = dist.new_group(backend="gloo", timeout=dt.timedelta(seconds=EXPORT_WAIT_S))
     try:
         model_dir = _on_chief(export, "export the model", env, group, torch.device("cpu"))
     finally:

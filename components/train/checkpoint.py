@@ -45,7 +45,7 @@ def _staging_root() -> Path:
     return root
 
 
-def _staging_dir(uri: str) -> Path:
+def staging_dir(uri: str) -> Path:
     """A local directory standing in for a gs:// step dir, the same on every rank of a node."""
     return _staging_root() / uri.replace("gs://", "").replace("/", "__")
 
@@ -94,7 +94,7 @@ def save(save_dir: str, step: int, state: dict[str, Any], rank: int, extra: dict
     """Write `state` (collectively, every rank) to step_<step>/ and commit it."""
     target = step_dir(save_dir, step)
     remote = storage.is_gcs(target)
-    local = _staging_dir(target) if remote else Path(target)
+    local = staging_dir(target) if remote else Path(target)
     failure = None
     if rank == 0:  # a leftover of an interrupted write of the same step
         try:
@@ -165,7 +165,7 @@ def local_copy(directory: str) -> Path:
     """The step dir itself when local; a downloaded copy (in the staging area) for gs://."""
     if not storage.is_gcs(directory):
         return Path(directory)
-    local = _staging_dir(directory)
+    local = staging_dir(directory)
     for uri in storage.list_uris(directory):
         name = storage.relative_to(uri, directory.rstrip("/"))
         target = local / name
@@ -183,5 +183,5 @@ def prune(save_dir: str, keep: int) -> list[int]:
         storage.delete(storage.join(target, COMMIT_MARKER))
         storage.delete_prefix(target)
         if storage.is_gcs(target):
-            shutil.rmtree(_staging_dir(target), ignore_errors=True)
+            shutil.rmtree(staging_dir(target), ignore_errors=True)
     return removed

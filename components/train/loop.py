@@ -12,31 +12,35 @@ import logging
 import math
 import os
 import platform
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.common import storage
 from components.common.errors import ConfigError, DataError
 from components.common.logs import format_metrics
 from components.common.schema import Schema
 from components.train import checkpoint
 from components.train.batch import RecapBatch
 from components.train.config import DataConfig, RecapConfig
-from components.train.distributed import DistEnv, dense_named_parameters, fail_together, shard_model
+from components.train.distributed import DistEnv, dense_named_parameters, shard_model
 from components.train.layers import Linear
 from components.train.loss import multi_task_loss
 from components.train.model import HeavyRanker
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
 from components.train.precision import use_bf16_weight_copies
+from components.train.ranks import (
+    export_on_chief,
+    export_wait_group,
+    next_batches,
+    on_chief,
+    open_source,
+)
 from components.train.synthetic import BatchSource
+from components.train.tensorboard import TensorBoard
 
 log = logging.getLogger(__name__)
 
@@ -123,106 +127,6 @@ def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return _global_sum(values, env) / env.world_size
 
 
-def _open(source: BatchSource, start: int, what: str, env: DistEnv) -> Iterator[RecapBatch]:
-    """`source(start)` on every rank, or an error on every rank (a reader can fail on one rank)."""
-    batches, failure = None, None
-    try:
-        batches = source(start)
-    except Exception as exc:  # raised on every rank by fail_together
-        failure = exc
-    fail_together(failure, f"{what}: opening the data", DataError)
-    return batches
-
-
-def _next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position: int, env: DistEnv,
-                  limit: str = "training.num_train_steps") -> list[RecapBatch]:
-    """The next `count` batches on every rank, or the same error on every rank.
-
-    A rank whose data ends (repeat: false) or whose read fails would otherwise raise alone,
-    while the others block in the step's first collective until the process-group timeout.
-    One all_reduce of a world_size vector per call (each rank's batch count, -1 after a read
-    error) lets all ranks stop together, at the same batch position.
-    """
-    batches: list[RecapBatch] = []
-    failure: Exception | None = None
-    try:
-        for _ in range(count):
-            batches.append(next(iterator))
-    except StopIteration:
-        pass
-    except Exception as exc:  # re-raised below, after the other ranks know
-        failure = exc
-    got = [-1 if failure is not None else len(batches)]
-    if env.world_size > 1:
-        status = torch.zeros(env.world_size, dtype=torch.int64, device=env.device)
-        status[env.rank] = got[0]
-        dist.all_reduce(status)
-        got = status.tolist()
-    if failure is not None:
-        raise failure
-    failed = [rank for rank, n in enumerate(got) if n < 0]
-    if failed:
-        raise DataError(f"{what}: rank {failed[0]} failed to read per-rank batch {position} "
-                        f"(its error is in its log); stopping every rank")
-    short = [(rank, n) for rank, n in enumerate(got) if n < count]
-    if short:
-        ranks = ", ".join(f"rank {rank} after {position + n}" for rank, n in short)
-        raise DataError(f"{what}: ran out of batches ({ranks} per-rank batches); set repeat: true or lower {limit}")
-    return batches
-
-
-class _TensorBoard:
-    """Scalars on rank 0; for gs:// save_dirs written locally and uploaded when closed."""
-
-    def __init__(self, config: RecapConfig, env: DistEnv) -> None:
-        self.writer = None
-        self.remote = None
-        self.uploaded: dict[Path, int] = {}  # local event file -> size at its last upload
-        if not (env.is_chief and config.training.tensorboard):
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        target = storage.join(config.training.save_dir, "tensorboard")
-        if storage.is_gcs(target):
-            self.remote = target
-            local = checkpoint._staging_dir(target)
-        else:
-            local = Path(target)
-        self.local = local
-        self.writer = SummaryWriter(log_dir=str(local))
-
-    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
-        if self.writer is not None:
-            for name, value in values.items():
-                self.writer.add_scalar(f"{prefix}/{name}", value, step)
-
-    def sync(self) -> None:
-        """Upload event files that grew since the last sync, so a gs:// run shows curves as it trains.
-
-        Best effort: a failed upload is logged and retried at the next sync, never fatal.
-        """
-        if self.writer is None or not self.remote:
-            return
-        self.writer.flush()
-        for path in sorted(self.local.rglob("*")):
-            if path.is_file() and self.uploaded.get(path) != path.stat().st_size:
-                size = path.stat().st_size
-                try:
-                    storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
-                except Exception as exc:
-                    log.warning("could not upload %s to %s: %s", path.name, self.remote, exc)
-                    return
-                self.uploaded[path] = size
-
-    def close(self) -> None:
-        if self.writer is None:
-            return
-        self.writer.close()
-        if self.remote:
-            self.sync()
-            shutil.rmtree(self.local, ignore_errors=True)
-
-
 _MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}
 
 
@@ -302,11 +206,11 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
     """Mean per-task loss over the first `num_steps` batches of the validation data (all ranks)."""
     dmp.eval()
     total = torch.zeros(len(tasks))
-    batches = _open(source, 0, "validation_data", env)
+    batches = open_source(source, 0, "validation_data", env)
     try:
         with torch.no_grad(), _autocast(config, env):
             for index in range(num_steps):
-                (batch,) = _next_batches(batches, 1, "validation_data", index, env, "training.num_eval_steps")
+                (batch,) = next_batches(batches, 1, "validation_data", index, env, "training.num_eval_steps")
                 batch = batch.to(env.device)
                 out = dmp(batch)
                 total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
@@ -326,15 +230,15 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     per_rank_batch_size(config.train_data, env.world_size, "train_data")
     reuse_large_allocations()
     model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
-    export_group = _export_wait_group(env)
+    export_group = export_wait_group(env)
     pos_weight = torch.tensor([(config.model.tasks.get(t).pos_weight if t in config.model.tasks else 1.0)
                                for t in tasks], device=env.device)
 
     step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
-    tensorboard = _TensorBoard(config, env)
-    batches = _open(train_batches, batches_consumed, "train_data", env)
+    tensorboard = TensorBoard(config, env)
+    batches = open_source(train_batches, batches_consumed, "train_data", env)
     if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
-        (first,) = _next_batches(batches, 1, "train_data", 0, env)
+        (first,) = next_batches(batches, 1, "train_data", 0, env)
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
         batches = itertools.chain([first], batches)
     accumulation = training.gradient_accumulation
@@ -348,7 +252,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        micro_batches = _next_batches(batches, accumulation, "train_data", batches_consumed, env)
+        micro_batches = next_batches(batches, accumulation, "train_data", batches_consumed, env)
         batches_consumed += accumulation
         task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
                                    debug_step=step if debug_loop else None)
@@ -394,7 +298,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     tensorboard.close()
     # The loop always saves its last step, and a run resumed at the end has that step committed.
     final_dir = checkpoint.step_dir(training.save_dir, step)
-    model_dir = _export_on_chief(config, schema, env, final_dir, step, export_group)
+    model_dir = export_on_chief(config, schema, env, final_dir, step, export_group)
     return TrainResult(step=step, resumed_from=resumed_from, checkpoint_dir=final_dir, model_dir=model_dir,
                        losses=losses, examples_per_s=throughput, eval_losses=eval_losses,
                        history=tuple(history))
@@ -406,69 +310,6 @@ def _label_log_odds(batch: RecapBatch, pos_weight: torch.Tensor, env: DistEnv) -
     sums = _global_sum(torch.stack([(weights * labels).sum(0), (weights * (1 - labels)).sum(0)]), env)
     positive, negative = sums[0] * pos_weight, sums[1]
     return torch.log((positive + 0.5) / (negative + 0.5))
-
-
-EXPORT_WAIT_S = 24 * 3600.0
-
-
-def _export_wait_group(env: DistEnv) -> dist.ProcessGroup | None:
-    """The gloo group `_export_on_chief` waits in, made at start-up (a collective call) so a
-    network problem of gloo shows now, not after days of training."""
-    if env.world_size == 1:
-        return None
-    import datetime as dt
-
-    return dist.new_group(backend="gloo", timeout=dt.timedelta(seconds=EXPORT_WAIT_S))
-
-
-def _export_on_chief(config: RecapConfig, schema: Schema, env: DistEnv, final_dir: str, step: int,
-                     group: dist.ProcessGroup | None) -> str | None:
-    """Rank 0 exports the model; the others wait for its outcome, then all return or all fail.
-
-    The wait is a broadcast over a gloo group of its own with a 24 h timeout, not a barrier on
-    the training group: a large export to gs:// can outlast that group's 600 s timeout, which
-    would kill healthy ranks. (A store `wait` would do too, but needs the default store, a
-    private API; gloo comes with every torch build, idles on CPU, and next to nccl needs no
-    device.) A failed export is raised on every rank; a rank 0 that dies closes its
-    connections, which ends the others' wait at once.
-    """
-    from components.train.export import export_model
-
-    def export() -> str:
-        return export_model(config, schema, final_dir, step)
-
-    if env.world_size == 1:
-        return export()
-    try:
-        model_dir = _on_chief(export, "export the model", env, group, torch.device("cpu"))
-    finally:
-        dist.destroy_process_group(group)
-    return model_dir if env.is_chief else None
-
-
-def _on_chief(fn: Callable[[], object], what: str, env: DistEnv, group: dist.ProcessGroup | None = None,
-              device: torch.device | None = None):
-    """`fn()` run on rank 0 only; its result is broadcast to every rank, or its error raised on every rank."""
-    outcome, failure = None, None
-    if env.is_chief:
-        try:
-            outcome = ("ok", fn())
-        except Exception as exc:  # re-raised below, after the other ranks know
-            failure = exc
-            outcome = ("error", type(exc).__name__, str(exc))
-    if env.world_size > 1:
-        box = [outcome]
-        dist.broadcast_object_list(box, src=0, group=group, device=device or env.device)
-        outcome = box[0]
-    if failure is not None:
-        raise failure
-    if outcome[0] == "error":
-        from components.common import errors
-
-        kind = getattr(errors, outcome[1], None)
-        kind = kind if isinstance(kind, type) and issubclass(kind, errors.RecapError) else RuntimeError
-        raise kind(f"rank 0 failed to {what}: {outcome[2]}")
-    return outcome[1]
 
 
 def _state(dmp: nn.Module, optimizers: _Optimizers, step: int, batches_consumed: int) -> dict:
@@ -503,7 +344,7 @@ def _restore(dmp, optimizers: _Optimizers, config: RecapConfig, env: DistEnv) ->
         latest = checkpoint.latest_checkpoint(training.save_dir)
         return latest[0] if latest else None
 
-    step = _on_chief(newest_step, "list the committed checkpoints", env)
+    step = on_chief(newest_step, "list the committed checkpoints", env)
     if step is not None:
         directory = checkpoint.step_dir(training.save_dir, step)
         optimizers.combined.init_state()
@@ -517,7 +358,7 @@ def _restore(dmp, optimizers: _Optimizers, config: RecapConfig, env: DistEnv) ->
                 step=done, uri=directory, batches_consumed=consumed))
         return done, consumed, step
     if training.initial_checkpoint_dir:
-        directory = _on_chief(lambda: checkpoint.resolve_initial_checkpoint(training.initial_checkpoint_dir),
+        directory = on_chief(lambda: checkpoint.resolve_initial_checkpoint(training.initial_checkpoint_dir),
                               "find the initial checkpoint", env)
         state = {"model": dmp.state_dict()}
         checkpoint.load(directory, state)

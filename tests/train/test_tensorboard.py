@@ -7,7 +7,7 @@ import pytest
 from components.common import storage
 from components.train.config import load_train_config
 from components.train.distributed import DistEnv
-from components.train.loop import _TensorBoard
+from components.train.tensorboard import TensorBoard
 from tests.train.conftest import tiny_config_data, write_config
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def test_gcs_event_files_follow_the_run_and_leave_no_staging(tmp_path, gcs_bucke
     monkeypatch.setenv("RECAP_SPOOL_DIR", str(tmp_path / "spool"))
     save_dir = storage.join(gcs_bucket, "run")
     data = tiny_config_data(save_dir, tensorboard=True)
-    board = _TensorBoard(load_train_config(write_config(tmp_path / "c.yaml", data)), CHIEF)
+    board = TensorBoard(load_train_config(write_config(tmp_path / "c.yaml", data)), CHIEF)
     board.scalars("train_loss", {"mean": 0.7}, 1)
     board.sync()  # what the loop does after each checkpoint
     [event_file] = storage.list_uris(storage.join(save_dir, "tensorboard"))

@@ -78,20 +78,25 @@ class MasterWeightAdam(torch.optim.Adam):
     def step(self, closure=None):
         loss = super().step(closure)  # parameters with their own .grad; masters have none
         world_size = dist.get_world_size() if dist.is_initialized() else 1
-        for index, group in enumerate(self.param_groups):
-            updated = [(p, self._layers[id(p)]) for p in group["params"] if id(p) in self._layers]
-            updated = [(p, layer) for p, layer in updated
-                       if layer.compute_weight is not None and layer.compute_weight.grad is not None]
+        updates = []
+        for group in self.param_groups:
+            layers = [self._layers[id(p)] for p in group["params"] if id(p) in self._layers]
+            updates.append([(layer.weight, layer) for layer in layers
+                            if layer.compute_weight is not None and layer.compute_weight.grad is not None])
+        if world_size > 1 and self._layers:
+            numel = sum(p.numel() for updated in updates for p, _ in updated)
+            _same_on_every_rank(numel, next(iter(self._layers.values())).weight.device)
+        for index, (group, updated) in enumerate(zip(self.param_groups, updates, strict=True)):
             if not updated:
                 continue
-            for batch in self._plan(index, updated, world_size):
+            for batch in self._plan(index, updated):
                 self._update(batch, group, world_size)
             for _, layer in updated:
                 layer.compute_weight.grad = None
                 layer.compute_weight_version = layer.weight_version()
         return loss
 
-    def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]], world_size: int) -> list[_Batch]:
+    def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]]) -> list[_Batch]:
         """The group's batches, cached: building ~100 views per step costs milliseconds of Python.
 
         The key holds the tensors themselves (compared with `is`): ids of freed tensors are reused.
@@ -103,8 +108,6 @@ class MasterWeightAdam(torch.optim.Adam):
             device = updated[0][0].device
             if device not in self._scratch:
                 self._scratch[device] = torch.empty(CHUNK_ELEMENTS, device=device)
-            if world_size > 1:
-                _same_on_every_rank(sum(p.numel() for p, _ in updated), device)
             cached = self._plans[index] = (key, _plan_batches(updated, self.state, self._scratch[device]))
         return cached[1]
 
@@ -125,8 +128,8 @@ class MasterWeightAdam(torch.optim.Adam):
 
 
 def _same_on_every_rank(numel: int, device: torch.device) -> None:
-    """The gradient all-reduces below pair up by position: every rank must update the same weights
-    (DDP raises in that case too). Checked once per plan, not per step."""
+    """The gradient all-reduces pair up by position: every rank must update the same weights (DDP
+    raises in that case too). One 2-element all_reduce per step, before any gradient one."""
     bounds = torch.tensor([numel, -numel], dtype=torch.int64, device=device)
     dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
     if int(bounds[0]) != -int(bounds[1]):

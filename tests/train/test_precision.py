@@ -169,3 +169,37 @@ def test_two_ranks_reduce_copy_gradients_like_ddp(tmp_path):
     assert histories["copies2"] == histories["plain2"]  # a world size of 2: dividing first or last is exact
     # bf16 matmuls over half batches round differently than over whole ones: ~2e-3 after 8 steps.
     assert histories["copies2"] == pytest.approx(histories["copies1"], rel=1e-2)
+
+
+def _rank_with_a_silent_layer(rank: int, store_path: str, errors) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        layers = [linear(4, 4), linear(4, 4)]
+        for layer in layers:
+            precision.use_bf16_weight_copies(layer)
+        adam = precision.MasterWeightAdam([{"params": [p for m in layers for p in m.parameters()], "lr": 0.1}],
+                                          layers)
+        used = layers if rank == 0 else layers[:1]  # rank 1's second layer gets no gradient
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sum(layer(torch.randn(2, 4)).float().sum() for layer in used).backward()
+        try:
+            adam.step()
+        except RuntimeError as exc:
+            errors.put((rank, str(exc)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.integration
+def test_ranks_updating_different_weights_fail_with_a_message(tmp_path):
+    import torch.multiprocessing as mp
+
+    errors = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_rank_with_a_silent_layer, args=(str(tmp_path / "store"), errors), nprocs=2,
+                       start_method="spawn")
+    messages = dict(errors.get() for _ in range(2))
+    assert set(messages) == {0, 1}
+    assert all("ranks have gradients for different weights" in m for m in messages.values())

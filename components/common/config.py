@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,9 +86,14 @@ def parse_config(data: dict[str, Any], model: type[ModelT], source: str = "<conf
         raise ConfigError(format_validation_error(exc, source)) from exc
 
 
-def load_config(path: str | os.PathLike[str], model: type[ModelT]) -> ModelT:
-    """Load and validate a YAML config file into `model`."""
-    return parse_config(read_yaml(path), model, str(path))
+def load_config(path: str | os.PathLike[str], model: type[ModelT],
+                overrides: Mapping[str, Any] | None = None) -> ModelT:
+    """Load a YAML config file, apply `dotted.key: value` overrides (see set_override), validate
+    into `model`: a flag and the same field in the file are checked alike, errors name the file."""
+    data = read_yaml(path)
+    for key, value in (overrides or {}).items():
+        set_override(data, key, value)
+    return parse_config(data, model, str(path))
 
 
 def set_override(data: dict[str, Any], dotted_key: str, value: Any) -> None:

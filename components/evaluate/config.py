@@ -8,13 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from components.common.config import (
-    StrictModel,
-    parse_config,
-    read_yaml,
-    repo_configs_dir,
-    set_override,
-)
+from components.common.config import StrictModel, load_config, parse_config, repo_configs_dir
 
 BLESSING_METRICS = ("auroc", "average_precision", "rce", "nrce")  # higher is better
 
@@ -126,13 +120,8 @@ def default_config_path() -> str:
 def load_evaluate_config(path: str | os.PathLike[str] | None = None,
                          overrides: Mapping[str, Any] | None = None) -> EvaluateConfig:
     """Load a YAML config (the bundled `configs/evaluate.yaml` when no path is given), apply
-    `dotted.key: value` overrides, validate. The CLI and the KFP component both come through here,
-    so a flag and the same field in a file are checked alike and errors name the file and field."""
-    source = str(path or default_config_path())
-    data = read_yaml(source)
-    for key, value in (overrides or {}).items():
-        set_override(data, key, value)
-    return parse_config(data, EvaluateConfig, source)
+    `dotted.key: value` overrides, validate. The CLI and the KFP component both come through here."""
+    return load_config(path or default_config_path(), EvaluateConfig, overrides)
 
 
 def config_from_dict(data: dict, source: str = "<evaluate config>") -> EvaluateConfig:

@@ -27,7 +27,7 @@ import torch.distributed.checkpoint as dcp
 
 from components.common import storage
 from components.common.errors import StorageError
-from components.train.distributed import fail_together
+from components.train.distributed import together
 
 log = logging.getLogger(__name__)
 
@@ -95,37 +95,26 @@ def save(save_dir: str, step: int, state: dict[str, Any], rank: int, extra: dict
     target = step_dir(save_dir, step)
     remote = storage.is_gcs(target)
     local = staging_dir(target) if remote else Path(target)
-    failure = None
-    if rank == 0:  # a leftover of an interrupted write of the same step
-        try:
+    with together(f"{target}: clearing an interrupted write", StorageError):
+        if rank == 0:  # a leftover of an interrupted write of the same step
             if local.exists():
                 shutil.rmtree(local)
             if remote:
                 storage.delete_prefix(target)
-        except Exception as exc:  # raised on every rank by fail_together
-            failure = exc
-    fail_together(failure, f"{target}: clearing an interrupted write", StorageError)
     dcp.save(state, checkpoint_id=str(local))
-    failure = None
-    if remote:
-        own = _own_staged_files(local, rank)
-        try:
-            for path in own:
-                storage.upload(path, storage.join(target, path.name))
-        except Exception as exc:
-            failure = exc
-        finally:
-            _remove_staged(local, own)
-    fail_together(failure, f"{target}: uploading checkpoint shards", StorageError)  # every rank's shards are in place
-    failure = None
-    if rank == 0:
-        marker = {"step": step, "world_size": dist.get_world_size(),
-                  "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {})}
-        try:
+    with together(f"{target}: uploading checkpoint shards", StorageError):  # every rank's shards in place
+        if remote:
+            own = _own_staged_files(local, rank)
+            try:
+                for path in own:
+                    storage.upload(path, storage.join(target, path.name))
+            finally:
+                _remove_staged(local, own)
+    with together(f"{target}: writing the commit marker", StorageError):
+        if rank == 0:
+            marker = {"step": step, "world_size": dist.get_world_size(),
+                      "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {})}
             storage.write_json(storage.join(target, COMMIT_MARKER), marker)
-        except Exception as exc:
-            failure = exc
-    fail_together(failure, f"{target}: writing the commit marker", StorageError)
     return target
 
 

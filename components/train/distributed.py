@@ -7,9 +7,11 @@ initialized from the seed by global row index, so 1 and N ranks start from the s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,7 @@ from torchrec.distributed.model_parallel import DefaultDataParallelWrapper
 from components.train.config import ModelConfig, OptimizerConfig
 from components.train.model import HeavyRanker, table_name
 from components.train.optim import embedding_optimizer
+from components.train.precision import master_weights
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +78,31 @@ def _attempt_store(rank: int, world_size: int, timeout: dt.timedelta) -> dist.St
     return dist.PrefixStore(f"recap/attempt_{attempt}", store)
 
 
-def fail_together(failure: Exception | None, what: str, error: type[Exception] = RuntimeError) -> None:
-    """Raise on every rank when `failure` happened on any rank, else return on every rank.
+def every_rank(value: int) -> list[int]:
+    """Every rank's `value`, on every rank: one all_reduce of a world-size vector (also a barrier)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [value]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    values = torch.zeros(dist.get_world_size(), dtype=torch.int64, device=device)
+    values[dist.get_rank()] = value
+    dist.all_reduce(values)
+    return values.tolist()
 
-    Work that one rank does alone (rank 0's commit marker, one rank's upload, opening its
-    data) would otherwise fail on that rank while the others wait in their next collective
-    until the process-group timeout. One tiny all_reduce, which is also a barrier.
+
+@contextlib.contextmanager
+def together(what: str, error: type[Exception] = RuntimeError) -> Iterator[None]:
+    """Run the block on every rank (its work may be rank-specific, e.g. rank 0's commit marker or
+    one rank's upload); an exception in it on any rank is raised on every rank when it ends.
+
+    A rank failing alone would otherwise leave the others waiting in their next collective until
+    the process-group timeout. The failing rank raises its own exception, the others `error`.
     """
-    failed = [0] if failure is not None else []
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
-                  else torch.device("cpu"))
-        flags = torch.zeros(dist.get_world_size(), dtype=torch.int64, device=device)
-        flags[dist.get_rank()] = int(failure is not None)
-        dist.all_reduce(flags)
-        failed = [rank for rank, flag in enumerate(flags.tolist()) if flag]
+    failure = None
+    try:
+        yield
+    except Exception as exc:  # raised below, after the other ranks know
+        failure = exc
+    failed = [rank for rank, flag in enumerate(every_rank(int(failure is not None))) if flag]
     if failure is not None:
         raise failure
     if failed:
@@ -174,8 +187,6 @@ def dense_named_parameters(dmp: nn.Module) -> dict[str, nn.Parameter]:
 
     fp32 master weights of bf16 copies (precision.py) do not require grad but are updated.
     """
-    from components.train.precision import master_weights
-
     masters = master_weights(dmp)
     return {name: p for name, p in dmp.named_parameters()
             if (p.requires_grad or id(p) in masters) and ".embedding_bags." not in name}

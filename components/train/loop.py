@@ -206,11 +206,11 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
     """Mean per-task loss over the first `num_steps` batches of the validation data (all ranks)."""
     dmp.eval()
     total = torch.zeros(len(tasks))
-    batches = open_source(source, 0, "validation_data", env)
+    batches = open_source(source, 0, "validation_data")
     try:
         with torch.no_grad(), _autocast(config, env):
             for index in range(num_steps):
-                (batch,) = next_batches(batches, 1, "validation_data", index, env, "training.num_eval_steps")
+                (batch,) = next_batches(batches, 1, "validation_data", index, "training.num_eval_steps")
                 batch = batch.to(env.device)
                 out = dmp(batch)
                 total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
@@ -236,9 +236,9 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
 
     step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
     tensorboard = TensorBoard(config, env)
-    batches = open_source(train_batches, batches_consumed, "train_data", env)
+    batches = open_source(train_batches, batches_consumed, "train_data")
     if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
-        (first,) = next_batches(batches, 1, "train_data", 0, env)
+        (first,) = next_batches(batches, 1, "train_data", 0)
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
         batches = itertools.chain([first], batches)
     accumulation = training.gradient_accumulation
@@ -252,7 +252,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        micro_batches = next_batches(batches, accumulation, "train_data", batches_consumed, env)
+        micro_batches = next_batches(batches, accumulation, "train_data", batches_consumed)
         batches_consumed += accumulation
         task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
                                    debug_step=step if debug_loop else None)

@@ -18,23 +18,19 @@ from components.common.errors import DataError
 from components.common.schema import Schema
 from components.train.batch import RecapBatch
 from components.train.config import RecapConfig
-from components.train.distributed import DistEnv, fail_together
+from components.train.distributed import DistEnv, every_rank, together
 from components.train.synthetic import BatchSource
 
 
-def open_source(source: BatchSource, start: int, what: str, env: DistEnv) -> Iterator[RecapBatch]:
+def open_source(source: BatchSource, start: int, what: str) -> Iterator[RecapBatch]:
     """`source(start)` on every rank, or an error on every rank (a reader can fail on one rank)."""
-    batches, failure = None, None
-    try:
+    with together(f"{what}: opening the data", DataError):
         batches = source(start)
-    except Exception as exc:  # raised on every rank by fail_together
-        failure = exc
-    fail_together(failure, f"{what}: opening the data", DataError)
     return batches
 
 
-def next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position: int, env: DistEnv,
-                  limit: str = "training.num_train_steps") -> list[RecapBatch]:
+def next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position: int,
+                 limit: str = "training.num_train_steps") -> list[RecapBatch]:
     """The next `count` batches on every rank, or the same error on every rank.
 
     A rank whose data ends (repeat: false) or whose read fails would otherwise raise alone,
@@ -51,12 +47,7 @@ def next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position
         pass
     except Exception as exc:  # re-raised below, after the other ranks know
         failure = exc
-    got = [-1 if failure is not None else len(batches)]
-    if env.world_size > 1:
-        status = torch.zeros(env.world_size, dtype=torch.int64, device=env.device)
-        status[env.rank] = got[0]
-        dist.all_reduce(status)
-        got = status.tolist()
+    got = every_rank(-1 if failure is not None else len(batches))
     if failure is not None:
         raise failure
     failed = [rank for rank, n in enumerate(got) if n < 0]

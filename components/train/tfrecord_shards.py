@@ -187,15 +187,10 @@ class ShardProvider:
         self.skipped: list[str] = []
         self.error: BaseException | None = None
         self.current: tuple[str, ...] = ()
-        self._kept = verified
-        if verified is not None:
-            cache_dir = verified.directory
-        self._own_cache = cache_dir is None
-        self._cache_dir = cache_dir or tempfile.mkdtemp(prefix="recap-shards-")
-        os.makedirs(self._cache_dir, exist_ok=True)
-        # local path -> (size, mtime_ns) checked
-        self._verified: dict[str, tuple[int, int]] = verified.local if verified is not None else {}
-        self._lock = verified.lock if verified is not None else threading.Lock()
+        self._kept = verified  # set: downloads are kept in it for the next read, never evicted
+        self._checked = verified or VerifiedShards(cache_dir)  # else: this read's own, closed with it
+        self._cache_dir = self._checked.directory
+        self._lock = self._checked.lock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-fetch")
         self._cached: list[str] = []
         self._downloaded: set[str] = set()
@@ -212,15 +207,13 @@ class ShardProvider:
             if self._kept is not None:
                 return self._kept_download(shard)
             return self._download(shard, self._cache_path(shard, epoch))
-        try:
-            stat = os.stat(shard.uri)
-        except FileNotFoundError:
-            raise DataError(f"{shard.uri}: listed in the manifest but missing") from None
-        if stat.st_size != shard.bytes:
-            raise DataError(f"{shard.uri}: size {stat.st_size} bytes, manifest says {shard.bytes} (truncated or replaced)")
-        stamp = (stat.st_size, stat.st_mtime_ns)
+        stamp = _stamp(shard.uri)
+        if stamp is None:
+            raise DataError(f"{shard.uri}: listed in the manifest but missing")
+        if stamp[0] != shard.bytes:
+            raise DataError(f"{shard.uri}: size {stamp[0]} bytes, manifest says {shard.bytes} (truncated or replaced)")
         with self._lock:
-            known = self._verified.get(shard.uri) == stamp
+            known = self._checked.local.get(shard.uri) == stamp
         if not known:
             digest = hashlib.sha256()
             with open(shard.uri, "rb") as handle:
@@ -229,7 +222,7 @@ class ShardProvider:
             if digest.hexdigest() != shard.sha256:
                 raise DataError(f"{shard.uri}: sha256 differs from the manifest (corrupt shard)")
             with self._lock:
-                self._verified[shard.uri] = stamp
+                self._checked.local[shard.uri] = stamp
         return shard.uri
 
     def _kept_download(self, shard: Shard) -> str:
@@ -324,8 +317,7 @@ class ShardProvider:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._own_cache:
-            shutil.rmtree(self._cache_dir, ignore_errors=True)
-        else:
-            with self._lock:  # including a prefetched group nobody read
-                self._evict(list(self._downloaded))
+        with self._lock:  # including a prefetched group nobody read
+            self._evict(list(self._downloaded))
+        if self._kept is None:
+            self._checked.close()  # removes the temporary cache directory when it made one

@@ -152,11 +152,21 @@ class _Batch(NamedTuple):
     flat_grads: torch.Tensor
 
 
+class _Slice(NamedTuple):
+    master: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    copy: torch.Tensor
+    step: torch.Tensor
+    first: bool  # the weight's first slice: its step is counted here
+    source: tuple[Linear, int, int]
+
+
 def _plan_batches(updated: list[tuple[torch.Tensor, Linear]], state: dict, scratch: torch.Tensor) -> list[_Batch]:
     """Cut the weights into slices of at most len(scratch) elements and pack them into batches of
     at most that many: big weights go a chunk at a time, small ones many per kernel call."""
     limit = scratch.numel()
-    groups: list[list[tuple]] = [[]]
+    groups: list[list[_Slice]] = [[]]
     filled = 0
     for master, layer in updated:
         flat = (master.view(-1), state[master]["exp_avg"].view(-1), state[master]["exp_avg_sq"].view(-1),
@@ -166,15 +176,16 @@ def _plan_batches(updated: list[tuple[torch.Tensor, Linear]], state: dict, scrat
             if filled + end - start > limit:
                 groups.append([])
                 filled = 0
-            groups[-1].append((*(t[start:end] for t in flat), state[master]["step"], start == 0, (layer, start, end)))
+            groups[-1].append(_Slice(*(t[start:end] for t in flat), step=state[master]["step"], first=start == 0,
+                                     source=(layer, start, end)))
             filled += end - start
     batches = []
-    for segments in groups:
-        sizes = [segment[0].numel() for segment in segments]
+    for slices in groups:
+        sizes = [s.master.numel() for s in slices]
         flat_grads = scratch[: sum(sizes)]
         batches.append(_Batch(
-            masters=[s[0] for s in segments], exp_avgs=[s[1] for s in segments], exp_avg_sqs=[s[2] for s in segments],
-            copies=[s[3] for s in segments], steps=[s[4] for s in segments],
-            new_steps=[s[4] for s in segments if s[5]], sources=[s[6] for s in segments],
-            grads=list(flat_grads.split(sizes)), flat_grads=flat_grads))
+            masters=[s.master for s in slices], exp_avgs=[s.exp_avg for s in slices],
+            exp_avg_sqs=[s.exp_avg_sq for s in slices], copies=[s.copy for s in slices],
+            steps=[s.step for s in slices], new_steps=[s.step for s in slices if s.first],
+            sources=[s.source for s in slices], grads=list(flat_grads.split(sizes)), flat_grads=flat_grads))
     return batches

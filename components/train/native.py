@@ -1,7 +1,7 @@
 """The native master-weight Adam kernel (csrc/master_adam.c): built with the machine's C compiler
 on first use, loaded with ctypes, and optional: without it precision.MasterWeightAdam composes the
-same update from torch kernels, bit for bit the same, 2-4% slower per prod step on this project's
-CPU benchmark.
+same update from torch kernels, bit for bit the same, 1-3% slower per prod bf16 step on this
+project's 2-core CPU benchmark (the two paths alternated step by step in one process).
 
 Where the library comes from, in order:
 1. `$RECAP_NATIVE_DIR/<name>` if present (the train image builds it there at image build time:
@@ -151,7 +151,7 @@ def master_adam_kernel() -> MasterAdamKernel | None:
             path = prebuilt
         elif compiler is None:
             log.warning("native master Adam: no C compiler (set CC, or install cc); using the torch kernels, "
-                        "2-4%% slower per bf16 step")
+                        "1-3%% slower per bf16 step")
             return None
         else:
             path = build(directory, compiler)
@@ -162,6 +162,7 @@ def master_adam_kernel() -> MasterAdamKernel | None:
     if not library.recap_master_adam_supported():
         log.info("native master Adam: this CPU has no AVX2 + FMA; using the torch kernels")
         return None
+    log.info("native master Adam kernel: %s", path)
     return MasterAdamKernel(library, path)
 
 

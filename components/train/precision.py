@@ -62,7 +62,9 @@ class MasterWeightAdam(torch.optim.Adam):
 
     def __init__(self, params: Iterable, layers: Iterable[Linear], native: bool = True, **kwargs) -> None:
         super().__init__(params, fused=True, **kwargs)
-        self.native = native  # use components/train/native.py's kernel where it applies
+        # components/train/native.py's kernel where it applies; False: always the torch kernels
+        # (the benchmark alternates the two, step by step).
+        self.native = native
         self._layers = {id(layer.weight): layer for layer in layers}
         self._scratch: dict[torch.device, torch.Tensor] = {}
         self._plans: dict[int, tuple[tuple, list[_Batch]]] = {}  # per param group, rebuilt when tensors change
@@ -105,12 +107,14 @@ class MasterWeightAdam(torch.optim.Adam):
                 layer.compute_weight_version = layer.weight_version()
         return loss
 
-    def _native_kernel(self, world_size: int, updates: list[list[tuple[torch.Tensor, Linear]]]) -> MasterAdamKernel | None:
-        """The one-pass C kernel for CPU training in one process; several ranks sum their gradients
-        in fp32 slice by slice, which the torch path does."""
+    def _native_kernel(self, world_size: int,
+                       updates: list[list[tuple[torch.Tensor, Linear]]]) -> MasterAdamKernel | None:
+        """The one-pass C kernel for contiguous fp32 masters on the CPU in one process; several
+        ranks sum their gradients in fp32 slice by slice, which the torch path does."""
         if not self.native or world_size > 1 or not any(updates):
             return None
-        if any(p.device.type != "cpu" for updated in updates for p, _ in updated):
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous()
+               for updated in updates for p, _ in updated):
             return None
         return master_adam_kernel()
 
@@ -121,12 +125,13 @@ class MasterWeightAdam(torch.optim.Adam):
         states = [self.state[p] for _, p, _ in items]
         steps = [state["step"] for state in states]
         torch._foreach_add_(steps, 1)
-        grads = [layer.compute_weight.grad for _, _, layer in items]
-        kernel.update(masters=[p for _, p, _ in items], grads=[g if g.is_contiguous() else g.contiguous() for g in grads],
+        grads = [layer.compute_weight.grad.contiguous() for _, _, layer in items]  # mm's output already is
+        kernel.update(masters=[p for _, p, _ in items], grads=grads,
                       exp_avgs=[state["exp_avg"] for state in states],
                       exp_avg_sqs=[state["exp_avg_sq"] for state in states],
                       copies=[layer.compute_weight.detach() for _, _, layer in items],
-                      hypers=[AdamHyper.for_step(group, float(step)) for (group, _, _), step in zip(items, steps, strict=True)],
+                      hypers=[AdamHyper.for_step(group, float(step))
+                              for (group, _, _), step in zip(items, steps, strict=True)],
                       threads=torch.get_num_threads())
 
     def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]]) -> list[_Batch]:

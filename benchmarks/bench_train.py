@@ -13,9 +13,7 @@ Every measurement runs in a child process of its own (its peak RSS is its own):
     burst of load from other jobs does not decide the bf16/fp32 ratio;
 (c) the input pipeline alone: the trainer's reader over prod-shaped gzip TFRecords;
 (d) held-out AUROC of the local model trained fp32 vs bf16 autocast on the same data, and fp32
-    vs fp32 from another seed: the spread a per-task gap should be read against;
-(e) bf16 steps with the optimizer's native C kernel vs its torch kernels, alternated in one
-    process (components/train/native.py).
+    vs fp32 from another seed: the spread a per-task gap should be read against.
 Baseline: the original trainer on this machine (issue #5): ~310 examples/s, ~90 GFLOP/s,
 ~53% of a 170 GFLOP/s fp32 matmul peak, peak RSS 2.4 GB. The machine is shared: ratios to
 peaks measured in the same run are what to compare.
@@ -85,8 +83,7 @@ def _world_of_one(config_path: str, overrides: dict):
     return config, config.load_schema(), init_distributed()
 
 
-def _prod_training(precision: str):
-    """The prod model as train() builds it, and a step function over 4 in-memory batches."""
+def child_train(precision: str, steps: int, warmup: int) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
@@ -99,21 +96,16 @@ def _prod_training(precision: str):
         "training.save_dir": save_dir, "train_data.global_batch_size": 128,
         "training.bf16_autocast": precision != "fp32", "training.bf16_weight_copies": precision != "bf16-plain"})
     model, dmp, optimizers = build_training_model(config, schema, env)  # as train() does
+    flops = _flops_per_example(model)
     optimizers.set_step(10_000)  # past the ramps: real learning rates
     pos_weight = torch.ones(len(schema.tasks))
     batches = [global_batch(schema, 128, i) for i in range(4)]
-
-    def step(index: int) -> float:
+    times = []
+    for step in range(warmup + steps):  # back to back, as in training
         start = time.perf_counter()
-        train_step(dmp, optimizers, [batches[index % len(batches)]], config, env, pos_weight)
-        return time.perf_counter() - start
-    return model, optimizers, step
-
-
-def child_train(precision: str, steps: int, warmup: int) -> dict:
-    model, _, step = _prod_training(precision)
-    flops = _flops_per_example(model)
-    times = [step(index) for index in range(warmup + steps)][warmup:]  # back to back, as in training
+        train_step(dmp, optimizers, [batches[step % len(batches)]], config, env, pos_weight)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
     median = statistics.median(times)
     # The matmul peak right after the steps, in the same process and under the same load. (Run
     # between the steps, as this benchmark once did, the square matmuls flushed the caches
@@ -121,26 +113,6 @@ def child_train(precision: str, steps: int, warmup: int) -> dict:
     return {"examples_per_s": 128 / median, "flops_per_example": flops,
             "gflops": flops * 128 / median / 1e9, "peak_rss_gb": _peak_rss_gb(), "steps": steps,
             **{f"after_{k}": v for k, v in child_peak().items()}}
-
-
-def child_optimizer_kernels(steps: int, warmup: int) -> dict:
-    """bf16 steps with MasterWeightAdam's native kernel against its torch kernels, switched every
-    two steps in one process: both give the same bits, so the run is one training and the load
-    falls on both alike."""
-    from components.train.native import master_adam_kernel
-
-    if master_adam_kernel() is None:
-        return {"available": False}
-    _, optimizers, step = _prod_training("bf16")
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for index in range(warmup + steps):
-        native = index // 2 % 2 == 0
-        optimizers.dense.native = native
-        elapsed = step(index)
-        if index >= warmup:
-            times[native].append(elapsed)
-    return {"available": True, "native_ms": statistics.median(times[True]) * 1e3,
-            "torch_ms": statistics.median(times[False]) * 1e3}
 
 
 def child_pipeline(rows: int, seconds: float) -> dict:
@@ -229,8 +201,6 @@ def main() -> None:
             out = child_train(rest[0], int(rest[1]), warmup=3)
         elif kind == "pipeline":
             out = child_pipeline(int(rest[0]), seconds=10.0)
-        elif kind == "optimizer-kernels":
-            out = child_optimizer_kernels(int(rest[0]), warmup=4)
         else:
             out = child_auroc(rest[0], int(rest[1]), int(rest[2]))
         print(json.dumps(out))
@@ -253,7 +223,6 @@ def main() -> None:
     # Peaks measured right after each run's steps share their load: the fair denominator.
     fp32_peak = max(r["after_fp32_gflops"] for r in every_run)
     bf16_peak = max(r["after_bf16_gflops"] for r in every_run)
-    kernels = run_child("optimizer-kernels", str(4 * args.steps))
     pipeline = run_child("pipeline", str(args.pipeline_rows))
     auroc32 = run_child("auroc", "fp32", str(args.auroc_steps), "0")
     auroc16 = run_child("auroc", "bf16", str(args.auroc_steps), "0")
@@ -290,10 +259,6 @@ def main() -> None:
         row("bf16 training examples/s, plain autocast (bf16_weight_copies: false)",
             f"{bf16_plain['examples_per_s']:.0f}",
             f"{bf16_plain['examples_per_s'] / fp32['examples_per_s']:.3f}x our fp32", "", ""),
-        row("bf16 step with the native optimizer kernel / with torch's kernels (one process, "
-            "switched every 2 steps, median ms)",
-            f"{kernels['native_ms']:.1f} / {kernels['torch_ms']:.1f}" if kernels["available"] else "no kernel here",
-            f"{kernels['torch_ms'] / kernels['native_ms']:.3f}x" if kernels["available"] else "", "", ""),
         row("bf16 model GFLOP/s (share of bf16 matmul peak)", f"{bf16['gflops']:.0f}",
             f"{bf16['gflops'] / bf16_peak:.0%}", "bf16 peak ~400 GFLOP/s", ""),
         row("held-out mean AUROC over tasks, fp32 / bf16 (local model, same data)",

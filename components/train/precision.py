@@ -5,16 +5,13 @@ forward pass and casts each bf16 weight gradient back to fp32 in the backward pa
 prod model (49 M dense weights) two memory passes of about 6 bytes per weight, which the
 matmuls cannot hide on a CPU: 5-8% of a bf16 step measured. Here every `layers.Linear` computes with a
 bf16 copy of its weight (a leaf that collects the bf16 gradient) and the fp32 weight is the
-master that `MasterWeightAdam` updates. In one CPU process that is one call of a C kernel
-(components/train/native.py) that reads the bf16 gradient, updates master and Adam state and
-writes the copy in a single pass. Elsewhere (several ranks, GPUs, no compiler) it goes chunk by
-chunk through torch kernels: widen a chunk of the bf16 gradient into a cache-sized fp32 buffer,
-run torch's fused Adam kernel on the master's chunk, write the chunk back to the bf16 copy while
-it is still in cache. Both give the same bits.
+master that `MasterWeightAdam` updates chunk by chunk: widen a chunk of the bf16 gradient into a
+cache-sized fp32 buffer, run torch's fused Adam kernel on the master's chunk, write the chunk
+back to the bf16 copy while it is still in cache.
 
 The numbers are those of autocast + fused Adam: forward uses round_bf16(master) either way; the
-gradient is the bf16 matmul's, widened exactly; the update is torch's fused Adam arithmetic
-on the same values. On several ranks the widened chunks are summed in fp32 and divided by the world size
+gradient is the bf16 matmul's, widened exactly; the update is the same kernel on the same
+values. On several ranks the widened chunks are summed in fp32 and divided by the world size
 (DDP divides first, then sums: the same numbers when the world size is a power of two); the
 masters leave DDP (they no longer require grad), so this reduction runs after the backward pass
 instead of overlapping it, which is why multi-GPU runs leave the copies off unless asked
@@ -34,7 +31,6 @@ import torch.distributed as dist
 from torch import nn
 
 from components.train.layers import Linear
-from components.train.native import AdamHyper, MasterAdamKernel, master_adam_kernel
 
 CHUNK_ELEMENTS = 1 << 20  # 4 MB of fp32 per chunk: fits in L2/L3 next to the Adam state chunks
 
@@ -60,11 +56,8 @@ class MasterWeightAdam(torch.optim.Adam):
     construction, so a checkpoint written with or without bf16 copies loads into either.
     """
 
-    def __init__(self, params: Iterable, layers: Iterable[Linear], native: bool = True, **kwargs) -> None:
+    def __init__(self, params: Iterable, layers: Iterable[Linear], **kwargs) -> None:
         super().__init__(params, fused=True, **kwargs)
-        # components/train/native.py's kernel where it applies; False: always the torch kernels
-        # (the benchmark alternates the two, step by step).
-        self.native = native
         self._layers = {id(layer.weight): layer for layer in layers}
         self._scratch: dict[torch.device, torch.Tensor] = {}
         self._plans: dict[int, tuple[tuple, list[_Batch]]] = {}  # per param group, rebuilt when tensors change
@@ -93,46 +86,15 @@ class MasterWeightAdam(torch.optim.Adam):
         if world_size > 1 and self._layers:
             numel = sum(p.numel() for updated in updates for p, _ in updated)
             _same_on_every_rank(numel, next(iter(self._layers.values())).weight.device)
-        kernel = self._native_kernel(world_size, updates)
-        if kernel is not None:
-            self._update_native(kernel, updates)
         for index, (group, updated) in enumerate(zip(self.param_groups, updates, strict=True)):
             if not updated:
                 continue
-            if kernel is None:
-                for batch in self._plan(index, updated):
-                    self._update(batch, group, world_size)
+            for batch in self._plan(index, updated):
+                self._update(batch, group, world_size)
             for _, layer in updated:
                 layer.compute_weight.grad = None
                 layer.compute_weight_version = layer.weight_version()
         return loss
-
-    def _native_kernel(self, world_size: int,
-                       updates: list[list[tuple[torch.Tensor, Linear]]]) -> MasterAdamKernel | None:
-        """The one-pass C kernel for contiguous fp32 masters on the CPU in one process; several
-        ranks sum their gradients in fp32 slice by slice, which the torch path does."""
-        if not self.native or world_size > 1 or not any(updates):
-            return None
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous()
-               for updated in updates for p, _ in updated):
-            return None
-        return master_adam_kernel()
-
-    def _update_native(self, kernel: MasterAdamKernel, updates: list[list[tuple[torch.Tensor, Linear]]]) -> None:
-        """Every master of every group in one kernel call, split over torch's intra-op threads."""
-        items = [(group, p, layer) for group, updated in zip(self.param_groups, updates, strict=True)
-                 for p, layer in updated]
-        states = [self.state[p] for _, p, _ in items]
-        steps = [state["step"] for state in states]
-        torch._foreach_add_(steps, 1)
-        grads = [layer.compute_weight.grad.contiguous() for _, _, layer in items]  # mm's output already is
-        kernel.update(masters=[p for _, p, _ in items], grads=grads,
-                      exp_avgs=[state["exp_avg"] for state in states],
-                      exp_avg_sqs=[state["exp_avg_sq"] for state in states],
-                      copies=[layer.compute_weight.detach() for _, _, layer in items],
-                      hypers=[AdamHyper.for_step(group, float(step))
-                              for (group, _, _), step in zip(items, steps, strict=True)],
-                      threads=torch.get_num_threads())
 
     def _plan(self, index: int, updated: list[tuple[torch.Tensor, Linear]]) -> list[_Batch]:
         """The group's batches, cached: building ~100 views per step costs milliseconds of Python.

@@ -12,7 +12,6 @@ from components.train.distributed import init_distributed, shutdown_distributed
 from components.train.export import load_exported_model
 from components.train.layers import linear
 from components.train.loop import build_training_model, train
-from components.train.native import master_adam_kernel
 from components.train.synthetic import synthetic_source
 from tests.train.conftest import tiny_config_data, write_config
 
@@ -36,18 +35,7 @@ def exported_weights(result) -> dict[str, torch.Tensor]:
     return load_exported_model(result.model_dir).model.state_dict()
 
 
-@pytest.fixture(params=["native-kernel", "torch-kernels"])
-def optimizer_kernel(request, monkeypatch):
-    """MasterWeightAdam's two implementations: components/train/native.py's kernel, or torch's."""
-    monkeypatch.setenv("RECAP_NATIVE_ADAM", "1" if request.param == "native-kernel" else "0")
-    master_adam_kernel.cache_clear()
-    if request.param == "native-kernel" and master_adam_kernel() is None:
-        pytest.skip("no native kernel on this machine (see test_native_adam.py)")
-    yield request.param
-    master_adam_kernel.cache_clear()
-
-
-def test_weight_copies_train_exactly_like_plain_autocast(tmp_path, env, optimizer_kernel):
+def test_weight_copies_train_exactly_like_plain_autocast(tmp_path, env):
     plain = run(tmp_path, env, str(tmp_path / "plain"), "a.yaml", steps=12, train_log_every_n=3,
                 bf16_weight_copies=False, **BF16)
     copies = run(tmp_path, env, str(tmp_path / "copies"), "b.yaml", steps=12, train_log_every_n=3, **BF16)

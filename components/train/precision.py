@@ -84,8 +84,7 @@ class MasterWeightAdam(torch.optim.Adam):
             updates.append([(layer.weight, layer) for layer in layers
                             if layer.compute_weight is not None and layer.compute_weight.grad is not None])
         if world_size > 1 and self._layers:
-            numel = sum(p.numel() for updated in updates for p, _ in updated)
-            _same_on_every_rank(numel, next(iter(self._layers.values())).weight.device)
+            _same_on_every_rank(sum(p.numel() for updated in updates for p, _ in updated))
         for index, (group, updated) in enumerate(zip(self.param_groups, updates, strict=True)):
             if not updated:
                 continue
@@ -127,14 +126,17 @@ class MasterWeightAdam(torch.optim.Adam):
         torch._foreach_copy_(batch.copies, batch.masters)  # fp32 -> bf16 while still in cache
 
 
-def _same_on_every_rank(numel: int, device: torch.device) -> None:
+def _same_on_every_rank(numel: int) -> None:
     """The gradient all-reduces pair up by position: every rank must update the same weights (DDP
-    raises in that case too). One 2-element all_reduce per step, before any gradient one."""
-    bounds = torch.tensor([numel, -numel], dtype=torch.int64, device=device)
-    dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
-    if int(bounds[0]) != -int(bounds[1]):
-        raise RuntimeError(f"bf16 weight copies: ranks have gradients for different weights "
-                           f"({-int(bounds[1])} to {int(bounds[0])} elements); a Linear got no gradient on some rank")
+    raises in that case too). One small all_reduce per step, before any gradient one.
+    (every_rank is imported here: components.train.distributed imports this module.)"""
+    from components.train.distributed import every_rank
+
+    counts = every_rank(numel)
+    if len(set(counts)) > 1:
+        per_rank = ", ".join(f"rank {rank}: {count}" for rank, count in enumerate(counts))
+        raise RuntimeError(f"bf16 weight copies: ranks have gradients for different weights ({per_rank} "
+                           f"elements); a Linear got no gradient on some rank")
 
 
 class _Batch(NamedTuple):

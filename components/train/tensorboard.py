@@ -52,8 +52,10 @@ class TensorBoard:
             return
         self.writer.flush()
         for path in sorted(self.local.rglob("*")):
-            if path.is_file() and self.uploaded.get(path) != path.stat().st_size:
-                size = path.stat().st_size
+            if not path.is_file():
+                continue
+            size = path.stat().st_size
+            if self.uploaded.get(path) != size:
                 try:
                     storage.upload(path, storage.join(self.remote, str(path.relative_to(self.local))))
                 except Exception as exc:

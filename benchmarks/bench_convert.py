@@ -151,7 +151,7 @@ def _timed_batches(batches, rows: int) -> Measured:
 
 
 def reader_ours(schema, split: str, rows: int, batch_size: int = 512) -> Measured:
-    from components.train.reader import ReaderOptions, read_batches
+    from components.records.reader import ReaderOptions, read_batches
 
     batches = read_batches(split, schema, ReaderOptions(batch_size=batch_size, repeat=True))
     result = _timed_batches((b.batch_size for b in batches), rows)

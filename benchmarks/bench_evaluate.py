@@ -54,7 +54,7 @@ def _timed_peak(fn):
 def bench_metric_core(n: int, batch: int = 4096) -> list[dict]:
     from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-    from components.evaluate.metrics import BinaryMetricAccumulator, clip_probabilities
+    from components.metrics.binary import BinaryMetricAccumulator, clip_probabilities
 
     p, y = _synthetic(n)
     batches = [(p[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]
@@ -133,8 +133,8 @@ def _naive_evaluate(model_uri: str, data_uri: str) -> tuple[float, int, float]:
     import torch
     from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-    from components.train.export import load_exported_model
-    from components.train.reader import ReaderOptions, read_batches
+    from components.exported_model.model_dir import load_exported_model
+    from components.records.reader import ReaderOptions, read_batches
 
     exported = load_exported_model(model_uri)
     start = time.perf_counter()  # like `run`'s rate: reading, the model and the metrics

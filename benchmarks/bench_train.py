@@ -123,7 +123,7 @@ def child_pipeline(rows: int, seconds: float) -> dict:
     from components.convert.convert import ConvertSettings
     from components.convert.convert import run as convert
     from components.datagen import generate
-    from components.train.reader import ReaderOptions, read_batches
+    from components.records.reader import ReaderOptions, read_batches
 
     schema = load_schema("prod")
     root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -146,7 +146,7 @@ def child_auroc(precision: str, steps: int, seed: int = 0) -> dict:
     from sklearn.metrics import roc_auc_score
 
     torch.set_num_threads(THREADS)
-    from components.train.export import load_exported_model
+    from components.exported_model.model_dir import load_exported_model
     from components.train.loop import train
     from components.train.synthetic import global_batch, synthetic_source
 

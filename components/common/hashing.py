@@ -2,7 +2,7 @@
 
 Its output is part of the data contract: which rows go to eval, which IDs datagen writes and what
 the validation sketches count all depend on it, so it lives here once. The training model hashes
-IDs to embedding rows with the same finalizer in torch ops (`components.train.model.finalize64`);
+IDs to embedding rows with the same finalizer in torch ops (`components.ranker.model.finalize64`);
 tests/common/test_hashing.py checks that both agree bit for bit.
 """
 

@@ -25,7 +25,6 @@ from components.common.errors import ConfigError, DataError
 from components.common.logs import Throughput, format_metrics
 from components.evaluate.blessing import Blessing, bless, read_baseline
 from components.evaluate.config import EvaluateConfig
-from components.evaluate.metrics import BinaryMetricAccumulator, TaskMetrics
 from components.evaluate.outputs import finite_or_none, write_outputs
 from components.evaluate.ranking import (
     GroupedAUROC,
@@ -34,6 +33,7 @@ from components.evaluate.ranking import (
     ranking_score,
 )
 from components.evaluate.report import render_report
+from components.metrics.binary import BinaryMetricAccumulator, TaskMetrics
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
@@ -161,8 +161,8 @@ def _total_examples(data_uri: str) -> int | None:
 def run(model_uri: str, data_uri: str, out_uri: str, config: EvaluateConfig,
         baseline_uri: str | None = None) -> EvaluationResult:
     """Evaluate the exported model at `model_uri` on the split at `data_uri`; write to `out_uri`."""
-    from components.train.export import load_exported_model
-    from components.train.reader import ReaderOptions, read_batches
+    from components.exported_model.model_dir import load_exported_model
+    from components.records.reader import ReaderOptions, read_batches
 
     baseline = read_baseline(baseline_uri) if baseline_uri else None  # fail before the long part
     exported = load_exported_model(model_uri)

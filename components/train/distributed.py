@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.model_parallel import DefaultDataParallelWrapper
 
+from components.ranker.model import HeavyRanker, table_name
 from components.train.config import ModelConfig, OptimizerConfig
-from components.train.model import HeavyRanker, table_name
 from components.train.optim import embedding_optimizer
 from components.train.precision import master_weights
 

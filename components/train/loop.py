@@ -23,13 +23,13 @@ from torch import nn
 from components.common.errors import ConfigError, DataError
 from components.common.logs import format_metrics
 from components.common.schema import Schema
+from components.ranker.layers import Linear
+from components.ranker.model import HeavyRanker
+from components.records.batch import RecapBatch
 from components.train import checkpoint
-from components.train.batch import RecapBatch
 from components.train.config import DataConfig, RecapConfig
 from components.train.distributed import DistEnv, dense_named_parameters, shard_model
-from components.train.layers import Linear
 from components.train.loss import multi_task_loss
-from components.train.model import HeavyRanker
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
 from components.train.precision import use_bf16_weight_copies
 from components.train.ranks import (
@@ -71,8 +71,8 @@ def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, whe
     keeps the verified shards (hash checks, gs:// downloads) for the next evaluation; the
     training split is read once, through, with the reader's bounded two-group cache.
     """
-    from components.train.reader import ReaderOptions, read_batches
-    from components.train.tfrecord_shards import VerifiedShards
+    from components.records.reader import ReaderOptions, read_batches
+    from components.records.shards import VerifiedShards
 
     options = ReaderOptions(
         batch_size=per_rank_batch_size(data, env.world_size, where), shuffle=data.shuffle, seed=seed,

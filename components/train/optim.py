@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from components.common.errors import ConfigError
+from components.ranker.layers import Linear
 from components.train.config import EmbeddingOptimizerConfig, LearningRateConfig, OptimizerConfig
-from components.train.layers import Linear
 
 BACKBONE_GROUP = "backbone"
 

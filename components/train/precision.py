@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.train.layers import Linear
+from components.ranker.layers import Linear
 
 CHUNK_ELEMENTS = 1 << 20  # 4 MB of fp32 per chunk: fits in L2/L3 next to the Adam state chunks
 

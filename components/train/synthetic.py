@@ -14,7 +14,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from components.common.schema import Schema
-from components.train.batch import RecapBatch
+from components.records.batch import RecapBatch
 
 BatchSource = Callable[[int], Iterator[RecapBatch]]  # start_batch -> this rank's batches
 

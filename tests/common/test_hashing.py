@@ -16,8 +16,8 @@ from components.common.hashing import GOLDEN_GAMMA, finalize64, splitmix64
 from components.convert.plan import eval_mask
 from components.datagen.rows import rank_to_id
 from components.datagen.world import IdSpace
-from components.train.model import finalize64 as finalize64_torch
-from components.train.model import hash_ids
+from components.ranker.model import finalize64 as finalize64_torch
+from components.ranker.model import hash_ids
 from components.validate.sketches import HyperLogLog
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -8,7 +8,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from components.common.schema import load_schema
-from components.train.batch import RecapBatch
+from components.records.batch import RecapBatch
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,12 @@ import torch
 from components.common import storage
 from components.common.schema import load_schema
 from components.convert import ConvertSettings, run
-from components.train import tfrecord_shards
+from components.records import shards as tfrecord_shards
 from components.train.config import DataConfig
 from components.train.distributed import DistEnv
 from components.train.loop import reader_source
 from tests.convert.rawdata import write_raw
-from tests.reader.batches import batch_columns
+from tests.records.batches import batch_columns
 
 SCHEMA = load_schema("local")
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"), backend="gloo")

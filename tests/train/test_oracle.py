@@ -39,8 +39,8 @@ def converted(tmp_path_factory):
 
 
 def predict(model_dir: str, split_uri: str):
-    from components.train.export import load_exported_model
-    from components.train.reader import ReaderOptions, read_batches
+    from components.exported_model.model_dir import load_exported_model
+    from components.records.reader import ReaderOptions, read_batches
 
     exported = load_exported_model(model_dir)
     probabilities, labels = [], []

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from components.exported_model.model_dir import load_exported_model
+from components.ranker.layers import linear
 from components.train import precision
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed
-from components.train.export import load_exported_model
-from components.train.layers import linear
 from components.train.loop import build_training_model, train
 from components.train.synthetic import synthetic_source
 from tests.train.conftest import tiny_config_data, write_config

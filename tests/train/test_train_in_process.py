@@ -9,10 +9,11 @@ import torch
 
 from components.common import storage
 from components.common.errors import DataError
-from components.train import checkpoint, export
+from components.exported_model import model_dir as export
+from components.exported_model.model_dir import load_exported_model
+from components.train import checkpoint
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed
-from components.train.export import load_exported_model
 from components.train.loop import train
 from components.train.loss import multi_task_loss
 from components.train.synthetic import synthetic_source

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
-from components.evaluate.metrics import (
+from components.metrics.binary import (
     EPSILON,
     BinaryMetricAccumulator,
     clip_probabilities,

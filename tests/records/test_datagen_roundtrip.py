@@ -11,9 +11,9 @@ from components.common import storage
 from components.common.manifest import read_manifest
 from components.common.schema import load_schema
 from components.convert import ConvertSettings, run
-from components.train.reader import ReaderOptions, read_batches
+from components.records.reader import ReaderOptions, read_batches
 from tests.convert.rawdata import table_columns
-from tests.reader.batches import batch_columns, fingerprints
+from tests.records.batches import batch_columns, fingerprints
 
 datagen = pytest.importorskip("components.datagen")
 pytest.importorskip("tensorflow")

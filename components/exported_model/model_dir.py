@@ -22,9 +22,11 @@ from components.common import storage
 from components.common.config import parse_config
 from components.common.errors import SchemaError, StorageError
 from components.common.schema import Schema, load_schema
+from components.ranker import layers as ranker_layers
+from components.ranker import model as ranker_model
+from components.ranker.model import HeavyRanker
 from components.train import checkpoint
 from components.train.config import RecapConfig, config_to_yaml
-from components.train.model import HeavyRanker
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,8 @@ def model_code_hash() -> str:
     on load turns that into a visible warning.
     """
     digest = hashlib.sha256()
-    for module in ("model.py", "layers.py"):
-        digest.update((Path(__file__).with_name(module)).read_bytes())
+    for module in (ranker_model, ranker_layers):
+        digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 

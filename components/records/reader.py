@@ -5,7 +5,7 @@ parsed with `tf.io.parse_example` in parallel, prefetched. The features are pack
 the batch layout inside the TF graph (labels in task order, example weights, IDs flattened
 key-major) so the Python side only wraps buffers as torch tensors.
 
-Shard order, resume arithmetic and shard verification live in `tfrecord_shards`.
+Shard order, resume arithmetic and shard verification live in `shards`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from components.common.errors import DataError, RecapError, SchemaError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, read_manifest
 from components.common.schema import Role, Schema
-from components.train.batch import RecapBatch
-from components.train.tfrecord_shards import (
+from components.records.batch import RecapBatch
+from components.records.shards import (
     GroupRead,
     ShardProvider,
     VerifiedShards,

@@ -19,10 +19,10 @@ from components.common.errors import DataError, SchemaError
 from components.common.manifest import ManifestFile, read_manifest, write_manifest
 from components.common.schema import load_schema, schema_path
 from components.convert import ConvertSettings, run
-from components.train.reader import ReaderOptions, count_records, read_batches
-from components.train.tfrecord_shards import round_robin_offsets
+from components.records.reader import ReaderOptions, count_records, read_batches
+from components.records.shards import round_robin_offsets
 from tests.convert.rawdata import make_table, table_columns, write_raw
-from tests.reader.batches import batch_columns, fingerprints
+from tests.records.batches import batch_columns, fingerprints
 
 tf = pytest.importorskip("tensorflow")
 
@@ -231,7 +231,7 @@ def test_gcs_shards_go_through_a_bounded_cache_that_is_emptied(gcs_bucket, datas
 def test_throughput_is_logged_machine_readably(dataset, caplog, monkeypatch):
     out, _ = dataset
     monkeypatch.setenv("RECAP_READER_LOG_EVERY_S", "0")
-    with caplog.at_level(logging.INFO, logger="components.train.reader"):
+    with caplog.at_level(logging.INFO, logger="components.records.reader"):
         batches = list(read_batches(str(out / "eval"), SCHEMA, ReaderOptions(batch_size=40), start_batch=1))
     lines = [r.getMessage() for r in caplog.records]
     periodic = [line for line in lines if line.startswith("reader rank=0 batch=")]

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.train.config import BatchNormConfig, MaskNetConfig, MlpConfig
+from components.ranker.config import BatchNormConfig, MaskNetConfig, MlpConfig
 
 
 def _world_size() -> int:

@@ -17,9 +17,9 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
 from components.common.schema import Schema
+from components.ranker.config import BackboneConfig, ModelConfig
 from components.ranker.layers import MaskNet, Mlp, batch_norm, double_norm_log
 from components.records.batch import RecapBatch
-from components.train.config import BackboneConfig, ModelConfig
 
 # splitmix64's finalizer constants (0xbf58476d1ce4e5b9, 0x94d049bb133111eb) as signed int64.
 _MIX1, _MIX2 = -4658895280553007687, -7723592293110705685

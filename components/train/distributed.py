@@ -1,8 +1,7 @@
-"""Process group from the torchrun environment, and the model sharded by TorchRec's DMP.
+"""The process group from the torchrun environment, and running a block on every rank together.
 
-The embedding tables get a planner-chosen plan (table-, column- or row-wise, whatever the
-device supports) with a fused optimizer; the dense part is data parallel. Tables are
-initialized from the seed by global row index, so 1 and N ranks start from the same weights.
+The model's sharding (TorchRec's DMP) is in sharding.py; this module imports nothing of the
+model or the optimizer, so everything that needs a collective can import it.
 """
 
 from __future__ import annotations
@@ -16,13 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torchrec.distributed.model_parallel import DefaultDataParallelWrapper
-
-from components.ranker.model import HeavyRanker, table_name
-from components.train.config import ModelConfig, OptimizerConfig
-from components.train.optim import embedding_optimizer
-from components.train.precision import master_weights
 
 log = logging.getLogger(__name__)
 
@@ -112,81 +104,3 @@ def together(what: str, error: type[Exception] = RuntimeError) -> Iterator[None]
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def initial_table_weights(num_embeddings: int, embedding_dim: int, seed: int) -> torch.Tensor:
-    """TorchRec's default init, uniform(+-sqrt(1/num_embeddings)), drawn from a per-table seed."""
-    generator = torch.Generator().manual_seed(seed)
-    bound = (1.0 / num_embeddings) ** 0.5
-    return torch.empty(num_embeddings, embedding_dim).uniform_(-bound, bound, generator=generator)
-
-
-def _sharded_tables(model: nn.Module) -> dict[str, object]:
-    return {k: v for k, v in model.state_dict().items() if hasattr(v, "local_shards")}
-
-
-class _DataParallelAcrossRanks(DefaultDataParallelWrapper):
-    """DDP over the dense part, except in a world of one, where it would only copy gradients."""
-
-    def wrap(self, dmp, env, device) -> None:
-        if env.world_size > 1:
-            super().wrap(dmp, env, device)
-
-
-def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                env: DistEnv, seed: int) -> tuple[nn.Module, str]:
-    """Wrap `model` (embedding tables on the meta device) in DMP; returns (dmp, plan as text)."""
-    from torchrec.distributed import DistributedModelParallel
-    from torchrec.distributed.embedding_types import EmbeddingComputeKernel
-    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.planner import (
-        EmbeddingShardingPlanner,
-        ParameterConstraints,
-        Topology,
-    )
-    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-
-    sharder = EmbeddingBagCollectionSharder()
-    if model.sparse is not None:
-        optimizer_class, kwargs = embedding_optimizer(optimizer_config.embedding, env.device)
-        apply_optimizer_in_backward(optimizer_class, model.sparse.embedding_bags.parameters(), kwargs)
-    supported = set(sharder.sharding_types(env.device.type))
-    allowed = [s for s in model_config.sparse.sharding_types if s in supported]
-    if not allowed and model.sparse is not None:
-        raise ValueError(f"model.sparse.sharding_types: none of {model_config.sparse.sharding_types} "
-                         f"is supported on {env.device.type} (supported: {sorted(supported)})")
-    constraints = {
-        table_name(t.feature): ParameterConstraints(
-            sharding_types=allowed, compute_kernels=[EmbeddingComputeKernel.FUSED.value])
-        for t in model_config.sparse.tables
-    }
-    topology = Topology(world_size=env.world_size, compute_device=env.device.type,
-                        local_world_size=env.local_world_size)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-    plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
-    dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=[sharder],
-                                   data_parallel_wrapper=_DataParallelAcrossRanks())
-    _initialize_tables(dmp, model_config, seed)
-    return dmp, str(plan)
-
-
-@torch.no_grad()
-def _initialize_tables(dmp: nn.Module, model_config: ModelConfig, seed: int) -> None:
-    """Overwrite each local shard with its slice of the seeded full table."""
-    tables = _sharded_tables(dmp)
-    for index, table in enumerate(model_config.sparse.tables):
-        key = next(k for k in tables if k.endswith(f".{table_name(table.feature)}.weight"))
-        full = initial_table_weights(table.num_embeddings, table.embedding_dim, seed * 1000 + index)
-        for shard in tables[key].local_shards():
-            (row, col), (rows, cols) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
-            shard.tensor.copy_(full[row : row + rows, col : col + cols])
-
-
-def dense_named_parameters(dmp: nn.Module) -> dict[str, nn.Parameter]:
-    """Parameters the dense optimizer updates: everything but the embedding tables.
-
-    fp32 master weights of bf16 copies (precision.py) do not require grad but are updated.
-    """
-    masters = master_weights(dmp)
-    return {name: p for name, p in dmp.named_parameters()
-            if (p.requires_grad or id(p) in masters) and ".embedding_bags." not in name}

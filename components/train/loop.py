@@ -28,7 +28,7 @@ from components.ranker.model import HeavyRanker
 from components.records.batch import RecapBatch
 from components.train import checkpoint
 from components.train.config import DataConfig, RecapConfig
-from components.train.distributed import DistEnv, dense_named_parameters, shard_model
+from components.train.distributed import DistEnv
 from components.train.loss import multi_task_loss
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
 from components.train.precision import use_bf16_weight_copies
@@ -39,6 +39,7 @@ from components.train.ranks import (
     on_chief,
     open_source,
 )
+from components.train.sharding import dense_named_parameters, shard_model
 from components.train.synthetic import BatchSource
 from components.train.tensorboard import TensorBoard
 

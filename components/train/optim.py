@@ -14,6 +14,7 @@ from torch import nn
 from components.common.errors import ConfigError
 from components.ranker.layers import Linear
 from components.train.config import EmbeddingOptimizerConfig, LearningRateConfig, OptimizerConfig
+from components.train.precision import MasterWeightAdam
 
 BACKBONE_GROUP = "backbone"
 
@@ -75,8 +76,6 @@ def build_dense_optimizer(named_parameters: dict[str, nn.Parameter], tasks: list
     ]
     adam = config.adam
     if bf16_weight_copies:
-        from components.train.precision import MasterWeightAdam
-
         return MasterWeightAdam(param_groups, bf16_weight_copies, betas=(adam.beta_1, adam.beta_2), eps=adam.epsilon)
     fused = config.fused_adam and all(p.dtype == torch.float32 for p in named_parameters.values())
     return torch.optim.Adam(param_groups, betas=(adam.beta_1, adam.beta_2), eps=adam.epsilon,

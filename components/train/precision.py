@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from components.ranker.layers import Linear
+from components.train.distributed import every_rank
 
 CHUNK_ELEMENTS = 1 << 20  # 4 MB of fp32 per chunk: fits in L2/L3 next to the Adam state chunks
 
@@ -128,10 +129,7 @@ class MasterWeightAdam(torch.optim.Adam):
 
 def _same_on_every_rank(numel: int) -> None:
     """The gradient all-reduces pair up by position: every rank must update the same weights (DDP
-    raises in that case too). One small all_reduce per step, before any gradient one.
-    (every_rank is imported here: components.train.distributed imports this module.)"""
-    from components.train.distributed import every_rank
-
+    raises in that case too). One small all_reduce per step, before any gradient one."""
     counts = every_rank(numel)
     if len(set(counts)) > 1:
         per_rank = ", ".join(f"rank {rank}: {count}" for rank, count in enumerate(counts))

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
+from components.ranker.config import MaskNetConfig
 from components.ranker.layers import MaskNet
-from components.train.config import MaskNetConfig
 
 REPO = Path(__file__).resolve().parents[2]
 IN_FEATURES = 20

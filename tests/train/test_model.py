@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from components.common.schema import TaskSpec
+from components.ranker.config import ModelConfig
 from components.ranker.layers import GlobalBatchNorm1d
 from components.ranker.model import HeavyRanker, hash_ids
-from components.train.config import ModelConfig, OptimizerConfig
+from components.train.config import OptimizerConfig
 from components.train.loss import multi_task_loss
 from components.train.optim import BACKBONE_GROUP, parameter_groups
 

@@ -1,8 +1,10 @@
-"""The trained model as evaluation and serving load it: one process, no DMP, no process group.
+"""The exported model directory: what training writes once and evaluation and serving load.
 
-`<model_dir>/` holds weights.pt (the unsharded state_dict), config.yaml (the resolved
-trainer config), schema.yaml (the data contract it was trained on) and export.json (schema
-hash and name, tasks, step, created_at), written last: a model dir without it is incomplete.
+`<model_dir>/` holds weights.pt (the unsharded state_dict), config.yaml (the resolved trainer
+config; its `model` section rebuilds the network), schema.yaml (the data contract it was
+trained on) and export.json (schema hash and name, tasks, step, created_at), written last: a
+model dir without it is incomplete. Loading runs in one process on CPU and imports nothing of
+training (no process group, DMP, distributed checkpoint or optimizer).
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from components.common.errors import SchemaError, StorageError
 from components.common.schema import Schema, load_schema
 from components.ranker import layers as ranker_layers
 from components.ranker import model as ranker_model
+from components.ranker.config import ModelConfig
 from components.ranker.model import HeavyRanker
-from components.train import checkpoint
-from components.train.config import RecapConfig, config_to_yaml
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +59,29 @@ def _package_version() -> str:
 @dataclass(frozen=True)
 class ExportedModel:
     model: HeavyRanker  # eval mode, CPU, plain EmbeddingBagCollection
-    config: RecapConfig
+    config: ModelConfig
     schema: Schema
     step: int
     uri: str
 
 
-def export_model(config: RecapConfig, schema: Schema, checkpoint_dir: str, step: int,
-                 model_dir: str | None = None) -> str:
-    """Gather a committed (sharded) checkpoint into unsharded weights under model_dir."""
-    model_dir = model_dir or config.model_dir
-    model = HeavyRanker(config.model, schema, sparse_device="cpu")
-    state = {"model": model.state_dict()}
-    checkpoint.load(checkpoint_dir, state, no_dist=True)
-    model.load_state_dict(state["model"])
+def write_model_dir(model_dir: str, weights: dict[str, torch.Tensor], config_yaml: str, schema: Schema,
+                    step: int, source: str) -> str:
+    """Publish weights, config and schema under model_dir, export.json last.
+
+    `config_yaml` is the resolved trainer config (its `model` section must build the network
+    whose state_dict `weights` is); `source` names where the weights came from (a checkpoint).
+    """
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    torch.save(weights, buffer)
     if storage.exists(storage.join(model_dir, EXPORT_INFO)):
         storage.delete(storage.join(model_dir, EXPORT_INFO))  # unpublish the old model first
     storage.write_bytes(storage.join(model_dir, WEIGHTS), buffer.getvalue())
-    storage.write_text(storage.join(model_dir, CONFIG), config_to_yaml(config))
+    storage.write_text(storage.join(model_dir, CONFIG), config_yaml)
     storage.write_text(storage.join(model_dir, SCHEMA), yaml.safe_dump(schema.to_json(), sort_keys=False))
     storage.write_json(storage.join(model_dir, EXPORT_INFO), {
         "schema_hash": schema.hash, "schema_name": schema.name, "tasks": list(schema.task_names),
-        "step": step, "checkpoint": checkpoint_dir,
+        "step": step, "checkpoint": source,
         "model_code_hash": model_code_hash(), "recap_version": _package_version(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     })
@@ -100,14 +100,17 @@ def load_exported_model(model_uri: str) -> ExportedModel:
     schema = load_schema(schema_uri)
     if schema.hash != info["schema_hash"]:
         raise SchemaError(f"{schema_uri}: schema hash {schema.hash} differs from export.json's {info['schema_hash']}")
-    config = parse_config(yaml.safe_load(storage.read_text(storage.join(model_uri, CONFIG))), RecapConfig,
-                          storage.join(model_uri, CONFIG))
+    config_uri = storage.join(model_uri, CONFIG)
+    trainer_config = yaml.safe_load(storage.read_text(config_uri))
+    if not isinstance(trainer_config, dict) or "model" not in trainer_config:
+        raise SchemaError(f"{config_uri}: no `model` section; not an exported recap model")
+    config = parse_config(trainer_config["model"], ModelConfig, f"{config_uri}: model")
     exported_code = info.get("model_code_hash")
     if exported_code != model_code_hash():
         log.warning("%s was exported by other model code (model_code_hash %s, this code %s, "
                     "recap %s): check that the weights mean the same here",
                     model_uri, exported_code, model_code_hash(), info.get("recap_version", "unknown"))
-    model = HeavyRanker(config.model, schema, sparse_device="cpu")
+    model = HeavyRanker(config, schema, sparse_device="cpu")
     weights = torch.load(io.BytesIO(storage.read_bytes(storage.join(model_uri, WEIGHTS))),
                          map_location="cpu", weights_only=True)
     model.load_state_dict(weights)

@@ -83,7 +83,7 @@ def export_on_chief(config: RecapConfig, schema: Schema, env: DistEnv, final_dir
     device.) A failed export is raised on every rank; a rank 0 that dies closes its
     connections, which ends the others' wait at once.
     """
-    from components.exported_model.model_dir import export_model
+    from components.train.export import export_model
 
     def export() -> str:
         return export_model(config, schema, final_dir, step)

@@ -20,8 +20,7 @@ import time
 
 from components.common.errors import RecapError, StorageError
 from components.common.logs import setup_logging
-from components.exported_model import model_dir as export
-from components.train import checkpoint
+from components.train import checkpoint, export
 from components.train.__main__ import add_trainer_arguments, overrides_from, quiet_libraries
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed

@@ -109,14 +109,26 @@ def sha256_of(uri: str) -> str:
     return digest.hexdigest()
 
 
+def check_file(uri: str, entry: ManifestFile, size: int, sha256: str | None = None) -> None:
+    """Raise naming `uri` when its size (and, when given, its sha256) differ from its manifest entry."""
+    if size != entry.bytes:
+        raise DataError(f"{uri}: size {size} bytes, manifest says {entry.bytes} (truncated or replaced)")
+    if sha256 is not None and sha256 != entry.sha256:
+        raise DataError(f"{uri}: sha256 differs from the manifest (corrupt or replaced)")
+
+
+def verify_file(uri: str, entry: ManifestFile, check_sha256: bool = True) -> None:
+    """The file exists with the recorded size (and hash); the one check every reader of a manifest uses."""
+    try:
+        size = storage.size(uri)
+    except FileNotFoundError as exc:
+        raise DataError(f"{uri}: listed in the manifest but missing") from exc
+    check_file(uri, entry, size)
+    if check_sha256:
+        check_file(uri, entry, size, sha256_of(uri))
+
+
 def verify_manifest(manifest: Manifest, directory: str, check_sha256: bool = False) -> None:
     """Every listed file exists with the recorded size (and hash); raise naming the first bad one."""
     for entry, uri in zip(manifest.files, manifest.uris(directory), strict=True):
-        try:
-            actual = storage.size(uri)
-        except FileNotFoundError as exc:
-            raise DataError(f"{uri}: listed in the manifest but missing") from exc
-        if actual != entry.bytes:
-            raise DataError(f"{uri}: size {actual} bytes, manifest says {entry.bytes}")
-        if check_sha256 and sha256_of(uri) != entry.sha256:
-            raise DataError(f"{uri}: sha256 differs from the manifest (corrupt or replaced)")
+        verify_file(uri, entry, check_sha256)

@@ -33,7 +33,7 @@ import numpy as np
 
 from components.common import storage
 from components.common.errors import DataError
-from components.common.manifest import Manifest, ManifestFile
+from components.common.manifest import Manifest, ManifestFile, check_file, verify_file
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Shard:
     uri: str
-    records: int
-    bytes: int
-    sha256: str
+    entry: ManifestFile  # what the manifest says about it: records, bytes, sha256
+
+    @property
+    def records(self) -> int:
+        return self.entry.records
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def rank_shards(manifest: Manifest, directory: str, rank: int, world_size: int) 
             f"convert with --shards >= {world_size}"
         )
     entries: list[ManifestFile] = list(manifest.files)[rank::world_size]
-    return [Shard(storage.join(directory, f.path), f.records, f.bytes, f.sha256) for f in entries]
+    return [Shard(storage.join(directory, f.path), f) for f in entries]
 
 
 def epoch_order(shards: list[Shard], epoch: int, shuffle: bool, seed: int, rank: int) -> list[Shard]:
@@ -208,19 +210,10 @@ class ShardProvider:
                 return self._kept_download(shard)
             return self._download(shard, self._cache_path(shard, epoch))
         stamp = _stamp(shard.uri)
-        if stamp is None:
-            raise DataError(f"{shard.uri}: listed in the manifest but missing")
-        if stamp[0] != shard.bytes:
-            raise DataError(f"{shard.uri}: size {stamp[0]} bytes, manifest says {shard.bytes} (truncated or replaced)")
         with self._lock:
-            known = self._checked.local.get(shard.uri) == stamp
+            known = stamp is not None and self._checked.local.get(shard.uri) == stamp
         if not known:
-            digest = hashlib.sha256()
-            with open(shard.uri, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
-            if digest.hexdigest() != shard.sha256:
-                raise DataError(f"{shard.uri}: sha256 differs from the manifest (corrupt shard)")
+            verify_file(shard.uri, shard.entry)  # the stamp is from before: a file replaced meanwhile is checked again
             with self._lock:
                 self._checked.local[shard.uri] = stamp
         return shard.uri
@@ -253,10 +246,11 @@ class ShardProvider:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        if size != shard.bytes or digest.hexdigest() != shard.sha256:
+        try:
+            check_file(shard.uri, shard.entry, size, digest.hexdigest())
+        except DataError:
             os.unlink(tmp)
-            what = f"size {size} bytes, manifest says {shard.bytes}" if size != shard.bytes else "sha256 differs from the manifest"
-            raise DataError(f"{shard.uri}: {what} (corrupt or truncated shard)")
+            raise
         os.replace(tmp, path)
         if evictable:
             with self._lock:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from components.common import storage
+from components.common import manifest, storage
 from components.common.schema import load_schema
 from components.convert import ConvertSettings, run
 from components.records import shards as tfrecord_shards
@@ -52,7 +52,9 @@ def test_second_evaluation_neither_rehashes_nor_redownloads(eval_split, where, r
         hashed.append(1)
         return hashlib.sha256(*args)
 
-    monkeypatch.setattr(tfrecord_shards, "hashlib", types.SimpleNamespace(sha256=sha256, sha1=hashlib.sha1))
+    counting = types.SimpleNamespace(sha256=sha256, sha1=hashlib.sha1)
+    monkeypatch.setattr(tfrecord_shards, "hashlib", counting)  # gs:// shards: hashed while downloaded
+    monkeypatch.setattr(manifest, "hashlib", counting)  # local shards: hashed in place
     open_read = storage.open_read
     monkeypatch.setattr(storage, "open_read", lambda uri: fetched.append(uri) or open_read(uri))
     data = DataConfig(inputs=inputs, global_batch_size=16, repeat=False, drop_remainder=False, num_parallel_reads=2)

@@ -165,7 +165,9 @@ def reader_plain_tf_data(schema, split: str, rows: int, batch_size: int = 512) -
     from components.common.manifest import read_manifest
 
     manifest, directory = read_manifest(split)
-    spec = schema.tf_feature_spec()
+    from components.records.layout import tf_feature_spec
+
+    spec = tf_feature_spec(schema)
     files = tf.data.Dataset.from_tensor_slices(manifest.uris(directory)).shuffle(64).repeat()
     records = files.interleave(lambda f: tf.data.TFRecordDataset(f, "GZIP", buffer_size=1 << 20),
                                cycle_length=4, num_parallel_calls=4)

@@ -30,7 +30,7 @@ class ManifestFile:
 
 @dataclass(frozen=True)
 class Manifest:
-    kind: str  # e.g. "tfrecord-split", "raw-parquet", "checkpoint"
+    kind: str  # what wrote the files: "raw-parquet" (datagen), "tfrecord" (convert), "evaluation"
     schema_hash: str
     files: tuple[ManifestFile, ...]
     created_at: str = ""

@@ -2,7 +2,8 @@
 
 One YAML file per variant (`configs/schema/<name>.yaml`). Every step reads it through
 `load_schema` and asks it what it needs: datagen and validate the raw Parquet columns and
-Arrow types, convert and the reader the TFRecord parse spec, train and evaluate the tasks.
+Arrow types, convert and the reader its TFRecord feature names (components.records.layout),
+train and evaluate the tasks.
 """
 
 from __future__ import annotations
@@ -157,17 +158,6 @@ class Schema:
     def raw_arrow_schema(self) -> pa.Schema:
         """The Parquet contract: one column per feature group, in schema order."""
         return pa.schema([pa.field(f.column, f.arrow_type, nullable=True) for f in self.features])
-
-    def tf_parse_spec(self) -> dict[str, tuple[str, int]]:
-        """TFRecord feature name -> (dtype, length), framework-free."""
-        return {f.feature: (f.dtype, f.length) for f in self.features}
-
-    def tf_feature_spec(self) -> dict[str, Any]:
-        """The `tf.io.parse_example` spec (imports TensorFlow only when asked)."""
-        import tensorflow as tf
-
-        dtypes = {"float32": tf.float32, "int64": tf.int64}
-        return {f.feature: tf.io.FixedLenFeature([f.length], dtypes[f.dtype]) for f in self.features}
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -31,10 +31,10 @@ from components.common.manifest import Manifest, ManifestFile, manifest_uri, wri
 from components.common.schema import Schema
 from components.convert import plan
 from components.convert.shard import ShardJob, ShardOutput, convert_shard
+from components.records.layout import EVAL_SPLIT, MANIFEST_KIND, SPLITS, TRAIN_SPLIT, split_uri
 
 log = logging.getLogger(__name__)
 
-MANIFEST_KIND = "tfrecord"
 PROGRESS_EVERY_S = 10.0
 
 
@@ -229,10 +229,10 @@ class _ProgressReporter:
 # --------------------------------------------------------------------------- the step
 
 
-def clear_split(split_uri: str) -> None:
+def clear_split(directory: str) -> None:
     """Remove a split's output: the manifest first, so a half-deleted split is never trusted."""
-    storage.delete(manifest_uri(split_uri))
-    storage.delete_prefix(split_uri)
+    storage.delete(manifest_uri(directory))
+    storage.delete_prefix(directory)
 
 
 def run(input_uri: str, out_uri: str, schema: Schema, settings: ConvertSettings | None = None) -> ConvertResult:
@@ -248,8 +248,8 @@ def run(input_uri: str, out_uri: str, schema: Schema, settings: ConvertSettings 
     backend, level = settings.resolved_compression()
     log.info("convert %s", format_metrics(input=input_uri, files=len(files), rows=total, shards=settings.shards,
                                           workers=settings.workers, compressor=f"{backend}-{level}"))
-    for split in plan.SPLITS:
-        clear_split(storage.join(out_uri, split))
+    for split in SPLITS:
+        clear_split(split_uri(out_uri, split))
     jobs = [
         ShardJob(task, schema, split_spec.column, settings.eval_fraction, backend, level, settings.batch_rows)
         for task in tasks
@@ -261,19 +261,19 @@ def run(input_uri: str, out_uri: str, schema: Schema, settings: ConvertSettings 
 def _publish(out_uri: str, input_uri: str, schema: Schema, settings: ConvertSettings,
              outputs: list[ShardOutput], total: int, seconds: float) -> ConvertResult:
     records, shard_uris, manifests, manifest_uris = {}, {}, {}, {}
-    for split in plan.SPLITS:
-        split_uri = storage.join(out_uri, split)
+    for split in SPLITS:
+        directory = split_uri(out_uri, split)
         entries: list[ManifestFile] = [o.files[split] for o in outputs]
         extra = {
             "split": split, "schema": schema.name, "eval_fraction": settings.eval_fraction,
             "split_key": settings.split_key, "compression": "GZIP", "source": input_uri,
             "shards": settings.shards, "compressor": "-".join(map(str, settings.resolved_compression())),
         }
-        manifests[split] = write_manifest(split_uri, MANIFEST_KIND, schema.hash, entries, extra)
-        manifest_uris[split] = manifest_uri(split_uri)
+        manifests[split] = write_manifest(directory, MANIFEST_KIND, schema.hash, entries, extra)
+        manifest_uris[split] = manifest_uri(directory)
         records[split] = manifests[split].total_records
-        shard_uris[split] = tuple(manifests[split].uris(split_uri))
+        shard_uris[split] = tuple(manifests[split].uris(directory))
     rate = total / max(seconds, 1e-9)
-    log.info("convert done %s", format_metrics(rows=total, train=records["train"], eval=records["eval"],
+    log.info("convert done %s", format_metrics(rows=total, train=records[TRAIN_SPLIT], eval=records[EVAL_SPLIT],
                                                seconds=seconds, rows_per_s=rate))
     return ConvertResult(out_uri, records, shard_uris, manifests, manifest_uris, total, seconds)

@@ -19,8 +19,8 @@ from components.common.errors import DataError, SchemaError, StorageError
 from components.common.hashing import splitmix64
 from components.common.manifest import MANIFEST_NAME, read_manifest
 from components.common.schema import FeatureSpec, Schema
+from components.records.layout import SPLITS, shard_name, split_uri
 
-SPLITS = ("train", "eval")
 _SPLIT_SALT = 0x5EED_0F_5E1EC7
 
 
@@ -42,10 +42,6 @@ class ShardTask:
     @property
     def rows(self) -> int:
         return sum(s.stop - s.start for s in self.slices)
-
-
-def shard_name(index: int, count: int) -> str:
-    return f"part-{index:05d}-of-{count:05d}.tfrecord.gz"
 
 
 def list_input_files(input_uri: str) -> list[str]:
@@ -113,7 +109,7 @@ def plan_tasks(files: list[str], rows: list[int], shards: int, out_uri: str) -> 
             if start < stop:
                 slices.append(FileSlice(uri, start - f_lo, stop - f_lo))
         name = shard_name(index, shards)
-        tasks.append(ShardTask(index, tuple(slices), {s: storage.join(out_uri, s, name) for s in SPLITS}))
+        tasks.append(ShardTask(index, tuple(slices), {s: storage.join(split_uri(out_uri, s), name) for s in SPLITS}))
     return tasks
 
 

@@ -21,7 +21,8 @@ from components.common.errors import DataError
 from components.common.manifest import ManifestFile
 from components.common.schema import FeatureSpec, Schema
 from components.convert.example_wire import ExampleEncoder
-from components.convert.plan import SPLITS, FileSlice, ShardTask, eval_mask
+from components.convert.plan import FileSlice, ShardTask, eval_mask
+from components.records.layout import EVAL_SPLIT, SPLITS, TRAIN_SPLIT
 
 GZIP_WBITS = 31  # deflate with a gzip header whose mtime is 0: byte-identical output on rerun
 COMPRESS_CHUNK_BYTES = 1 << 20
@@ -163,7 +164,7 @@ def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
             for first_row, batch in _iter_slice(piece, columns, job.batch_rows):
                 values = {spec.name: column_values(batch, spec, piece.uri, first_row) for spec in schema.features}
                 to_eval = eval_mask(values[key_spec.name].reshape(-1), job.eval_fraction)
-                for split, selected in (("train", ~to_eval), ("eval", to_eval)):
+                for split, selected in ((TRAIN_SPLIT, ~to_eval), (EVAL_SPLIT, to_eval)):
                     count = int(selected.sum())
                     if count == 0:
                         continue

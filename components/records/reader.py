@@ -25,6 +25,7 @@ from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, read_manifest
 from components.common.schema import Role, Schema
 from components.records.batch import RecapBatch
+from components.records.layout import MANIFEST_KIND, tf_feature_spec
 from components.records.shards import (
     GroupRead,
     ShardProvider,
@@ -35,7 +36,6 @@ from components.records.shards import (
 
 log = logging.getLogger(__name__)
 
-MANIFEST_KIND = "tfrecord"
 LOG_EVERY_S_ENV = "RECAP_READER_LOG_EVERY_S"  # throughput line interval, default 30 s
 READ_BUFFER_BYTES = 1 << 20
 
@@ -86,7 +86,7 @@ class _Layout:
         self.task_features = [schema.task_label(task).feature for task in schema.tasks]
         self.pos_rates = [task.pos_downsampling_rate for task in schema.tasks]
         self.neg_rates = [task.neg_downsampling_rate for task in schema.tasks]
-        self.spec = schema.tf_feature_spec()
+        self.spec = tf_feature_spec(schema)
 
     def parse_fn(self):
         import tensorflow as tf

@@ -33,33 +33,6 @@ def test_local_and_prod_share_names_and_roles() -> None:
     assert local.hash != prod.hash
 
 
-def test_parse_spec_uses_the_original_segdense_names() -> None:
-    spec = load_schema("prod").tf_parse_spec()
-    assert spec["home_recap_2022_cont__segdense_vals"] == ("float32", 6000)
-    assert spec["home_recap_2022_binary__segdense_vals"] == ("int64", 512)
-    assert spec["home_recap_2022_discrete__segdense_vals"] == ("int64", 320)
-    assert spec["user.timelines.twhin_user_follow_embeddings.twhin_user_follow_embeddings"] == ("float32", 200)
-    assert spec["meta.user_id"] == ("int64", 1)
-    assert spec["recap.engagement.is_favorited"] == ("int64", 1)
-    assert len(spec) == 3 + 3 + 3 + LABELS
-
-
-def test_tf_feature_spec_parses() -> None:
-    import tensorflow as tf
-
-    schema = load_schema("local")
-    spec = schema.tf_feature_spec()
-    example = tf.train.Example()
-    for f in schema:
-        feature = example.features.feature[f.feature]
-        if f.dtype == "float32":
-            feature.float_list.value.extend([0.5] * f.length)
-        else:
-            feature.int64_list.value.extend([1] * f.length)
-    parsed = tf.io.parse_example([example.SerializeToString()], spec)
-    assert parsed["home_recap_2022_cont__segdense_vals"].shape == (1, 64)
-
-
 def test_raw_arrow_schema() -> None:
     schema = load_schema("local")
     arrow = schema.raw_arrow_schema()

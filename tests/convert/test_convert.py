@@ -21,6 +21,7 @@ from components.common.manifest import read_manifest, sha256_of
 from components.common.schema import load_schema
 from components.convert import ConvertSettings, run
 from components.convert.plan import eval_mask
+from components.records.layout import tf_feature_spec
 from tests.convert.rawdata import make_table, row_fingerprints, table_columns, write_raw
 
 tf = pytest.importorskip("tensorflow")
@@ -35,7 +36,7 @@ def read_split(split_uri: str, schema=SCHEMA) -> dict[str, np.ndarray]:
     names = {spec.feature: spec.name for spec in schema.features}
     out = {spec.name: [] for spec in schema.features}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512)
-    for batch in dataset.map(lambda r: tf.io.parse_example(r, schema.tf_feature_spec())):
+    for batch in dataset.map(lambda r: tf.io.parse_example(r, tf_feature_spec(schema))):
         for feature, values in batch.items():
             out[names[feature]].append(values.numpy())
     return {name: np.concatenate(parts) if parts else np.zeros((0, schema.get(name).length))

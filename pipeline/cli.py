@@ -73,10 +73,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _print_summary(result, raw_uri: str) -> None:
     from components.common import storage
-    from components.datagen.oracle import ORACLE_NAME, read_oracle
+    from components.datagen.constants import ORACLE_FILE
+    from components.datagen.oracle import read_oracle
     from components.evaluate.summary import summary_table
 
-    oracle_uri = storage.join(raw_uri, ORACLE_NAME)
+    oracle_uri = storage.join(raw_uri, ORACLE_FILE)
     oracle = read_oracle(oracle_uri) if storage.exists(oracle_uri) else None
     if result.metrics:
         print(summary_table(storage.read_json(result.metrics), oracle))

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from components.common import storage
 from components.common.errors import DataError, SchemaError, StorageError
 from components.common.hashing import splitmix64
-from components.common.manifest import MANIFEST_NAME, read_manifest
+from components.common.manifest import MANIFEST_NAME
+from components.common.raw_inputs import list_raw_inputs
 from components.common.schema import FeatureSpec, Schema
 from components.records.layout import SPLITS, shard_name, split_uri
 
@@ -45,15 +46,8 @@ class ShardTask:
 
 
 def list_input_files(input_uri: str) -> list[str]:
-    """Files listed by the input's `_MANIFEST.json` if it has one, else every *.parquet below it."""
-    input_uri = input_uri.rstrip("/")
-    if storage.basename(input_uri) == MANIFEST_NAME or storage.exists(storage.join(input_uri, MANIFEST_NAME)):
-        manifest, directory = read_manifest(input_uri)
-        files = manifest.uris(directory)
-    elif input_uri.endswith(".parquet") and storage.exists(input_uri):
-        files = [input_uri]
-    else:
-        files = [u for u in storage.list_uris(input_uri) if u.endswith(".parquet")]
+    """The Parquet files to convert (components.common.raw_inputs); none at all is an error."""
+    files = list(list_raw_inputs(input_uri).files)
     if not files:
         raise StorageError(f"{input_uri}: no Parquet files (and no {MANIFEST_NAME}) found")
     return files

@@ -22,13 +22,13 @@ from components.common.errors import ConfigError
 from components.common.logs import format_metrics
 from components.common.manifest import ManifestFile, manifest_uri, write_manifest
 from components.common.schema import FeatureSpec, Role, Schema, load_schema
-from components.datagen.oracle import ORACLE_NAME, OracleAccumulator
+from components.datagen.constants import MANIFEST_KIND, ORACLE_FILE
+from components.datagen.oracle import OracleAccumulator
 from components.datagen.rows import RowBlock, sample_rows
 from components.datagen.world import World, build_world
 
 log = logging.getLogger(__name__)
 
-MANIFEST_KIND = "raw-parquet"
 ROW_GROUP_TARGET_BYTES = 32 * 1024 * 1024
 MAX_ROW_GROUP_ROWS = 65_536
 
@@ -134,7 +134,7 @@ def generate(schema: Schema | str, out_uri: str, rows: int, files: int, seed: in
                                        shift, oracle, progress))
             uris.append(uri)
     oracle_json = oracle.to_json(schema.name, seed, schema.task_names, shift)
-    oracle_uri = storage.join(out_uri, ORACLE_NAME)
+    oracle_uri = storage.join(out_uri, ORACLE_FILE)
     storage.write_json(oracle_uri, oracle_json)
     write_manifest(out_uri, MANIFEST_KIND, schema.hash, entries,
                    extra={"schema": schema.name, "seed": seed, "shift": shift, "rows": rows,

@@ -14,8 +14,8 @@ import numpy as np
 
 from components.common import storage
 from components.common.errors import DataError
+from components.datagen.constants import ORACLE_FILE
 
-ORACLE_NAME = "oracle.json"
 _LOGIT_RANGE = (-20.0, 12.0)
 _BINS = 8192
 _EPS = 1e-12
@@ -88,7 +88,7 @@ def _entropy(rate: float) -> float:
 
 def read_oracle(uri: str) -> dict[str, Any]:
     """Load `oracle.json` given its URI or the dataset directory that holds it."""
-    target = uri if uri.rstrip("/").endswith(".json") else storage.join(uri, ORACLE_NAME)
+    target = uri if uri.rstrip("/").endswith(".json") else storage.join(uri, ORACLE_FILE)
     try:
         data = storage.read_json(target)
     except FileNotFoundError as exc:

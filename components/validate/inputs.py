@@ -1,9 +1,7 @@
 """Which files to validate, how each file's columns compare to the contract, and Arrow -> numpy.
 
-Input is a directory (or prefix) of Parquet files. If it holds `_MANIFEST.json`, exactly
-the listed files are read (a writer's published set); otherwise every `*.parquet` below
-it. Names starting with `_` or `.` (markers, checksums) and `oracle.json` are sidecars,
-skipped silently; any other non-Parquet file is reported.
+Which files: `components.common.raw_inputs` (the lister convert uses too). Stray files are
+reported, except the generator's `oracle.json`, which sits next to the data on purpose.
 
 Arrow -> numpy uses the flat `.values` buffer of a list column reshaped to
 [rows, length]: no per-row Python, and for fixed_size_list without nulls no copy.
@@ -18,56 +16,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.common import storage
-from components.common.errors import StorageError
-from components.common.manifest import MANIFEST_NAME, ManifestFile, read_manifest
+from components.common.raw_inputs import RawInputs, list_raw_inputs
 from components.common.schema import FeatureSpec, Role
+from components.datagen.constants import ORACLE_FILE
 from components.validate.anomalies import Findings
 from components.validate.stats import Where
 
-SIDECAR_NAMES = frozenset({"oracle.json"})
-PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+SIDECAR_NAMES = frozenset({ORACLE_FILE})  # written next to the data, not data
 
 
-@dataclass(frozen=True)
-class InputFiles:
-    files: tuple[str, ...]
-    expected: dict[str, ManifestFile]  # the manifest's entry per file, when there is one
-    from_manifest: bool
-
-
-def _is_sidecar(uri: str) -> bool:
-    name = storage.basename(uri)
-    return name.startswith(("_", ".")) or name in SIDECAR_NAMES
-
-
-def list_inputs(input_uri: str, findings: Findings) -> InputFiles:
+def list_inputs(input_uri: str, findings: Findings) -> RawInputs:
     """Resolve the files to read; reports stray files as `not_parquet` / `unlisted_file`."""
-    input_uri = input_uri.rstrip("/")
-    if input_uri.endswith(PARQUET_SUFFIXES) and not storage.is_dir(input_uri):
-        if not storage.exists(input_uri):
-            raise StorageError(f"{input_uri}: input not found")
-        return InputFiles((input_uri,), {}, False)
-    if not storage.is_dir(input_uri):
-        raise StorageError(f"{input_uri}: input not found (expected a directory or prefix of Parquet files)")
-    everything = storage.list_uris(input_uri)
-    if storage.join(input_uri, MANIFEST_NAME) in everything:
-        manifest, directory = read_manifest(input_uri)
-        files = manifest.uris(directory)
-        expected = dict(zip(files, manifest.files, strict=True))
-        listed = set(files)
-        for uri in everything:
-            if uri in listed or _is_sidecar(uri):
-                continue
-            code = "unlisted_file" if uri.endswith(PARQUET_SUFFIXES) else "not_parquet"
-            findings.add(code, None, 1, uri)
-        return InputFiles(tuple(files), expected, True)
-    files = []
-    for uri in everything:
-        if uri.endswith(PARQUET_SUFFIXES):
-            files.append(uri)
-        elif not _is_sidecar(uri):
+    inputs = list_raw_inputs(input_uri)
+    for uri in inputs.unlisted:
+        findings.add("unlisted_file", None, 1, uri)
+    for uri in inputs.other:
+        if storage.basename(uri) not in SIDECAR_NAMES:
             findings.add("not_parquet", None, 1, uri)
-    return InputFiles(tuple(files), {}, False)
+    return inputs
 
 
 # --------------------------------------------------------------------------- column plans

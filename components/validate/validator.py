@@ -27,6 +27,7 @@ from components.common.schema import Schema, load_schema
 from components.validate import drift as drift_mod
 from components.validate.anomalies import ERROR, Anomaly, Findings, make
 from components.validate.config import ValidationConfig, load_validation_config
+from components.validate.constants import ANOMALIES_FILE, METRICS_FILE, REPORT_FILE, STATISTICS_FILE
 from components.validate.inputs import SKIP, column_block, list_inputs, plan_column
 from components.validate.report import render_report
 from components.validate.rules import missing_share_filter, statistics_rules
@@ -34,10 +35,6 @@ from components.validate.stats import Where, make_accumulator
 
 log = logging.getLogger(__name__)
 
-STATISTICS_NAME = "statistics.json"
-ANOMALIES_NAME = "anomalies.json"
-REPORT_NAME = "report.html"
-METRICS_NAME = "metrics.json"
 STATISTICS_VERSION = 1
 
 
@@ -187,18 +184,18 @@ def run(input_uri: str, out_uri: str, schema: Schema | str, config: ValidationCo
         "max_drift_categorical": max((d.max for d in drifts if d.measure == "linf"), default=0.0),
         "passed": 0 if has_errors else 1,
     }
-    uris = {name: storage.join(out_uri, name) for name in (STATISTICS_NAME, ANOMALIES_NAME, REPORT_NAME, METRICS_NAME)}
+    uris = {name: storage.join(out_uri, name) for name in (STATISTICS_FILE, ANOMALIES_FILE, REPORT_FILE, METRICS_FILE)}
     # compact: the C encoder is ~10x faster than indented output on prod-sized histograms
-    storage.write_text(uris[STATISTICS_NAME], json.dumps(statistics, separators=(",", ":")))
-    storage.write_json(uris[ANOMALIES_NAME], {"input": input_uri, "has_errors": has_errors,
+    storage.write_text(uris[STATISTICS_FILE], json.dumps(statistics, separators=(",", ":")))
+    storage.write_json(uris[ANOMALIES_FILE], {"input": input_uri, "has_errors": has_errors,
                                               "anomalies": [a.to_json() for a in anomalies]})
-    storage.write_text(uris[REPORT_NAME], render_report(statistics, anomalies, drifts, metrics, schema))
-    storage.write_json(uris[METRICS_NAME], metrics)
+    storage.write_text(uris[REPORT_FILE], render_report(statistics, anomalies, drifts, metrics, schema))
+    storage.write_json(uris[METRICS_FILE], metrics)
     log.info("validated %s", format_metrics(rows=rows, files=len(inputs.files), rows_per_s=metrics["rows_per_s"],
                                             mb_per_s=metrics["mb_per_s"], errors=metrics["anomalies_error"],
                                             warnings=metrics["anomalies_warning"], out=out_uri))
     return ValidationResult(
-        anomalies=tuple(anomalies), has_errors=has_errors, statistics_uri=uris[STATISTICS_NAME],
-        anomalies_uri=uris[ANOMALIES_NAME], report_uri=uris[REPORT_NAME], metrics_uri=uris[METRICS_NAME],
+        anomalies=tuple(anomalies), has_errors=has_errors, statistics_uri=uris[STATISTICS_FILE],
+        anomalies_uri=uris[ANOMALIES_FILE], report_uri=uris[REPORT_FILE], metrics_uri=uris[METRICS_FILE],
         rows=rows, files=len(inputs.files), metrics=metrics,
     )

@@ -16,9 +16,9 @@ from typing import Any
 from components.common import storage
 from components.common.errors import DataError, StorageError
 from components.evaluate.config import BlessingConfig
+from components.evaluate.constants import METRICS_FILE
 from components.evaluate.outputs import finite_or_none
 
-METRICS_FILE = "metrics.json"
 NAN_CHECKED = ("auroc", "average_precision", "log_loss", "rce", "nrce", "calibration")
 
 

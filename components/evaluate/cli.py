@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from components.evaluate.config import load_evaluate_config
 
     config = load_evaluate_config(args.config_path, parse_overrides(args.overrides))  # before torch loads
+    from components.common import storage
     from components.evaluate import run as evaluate
+    from components.evaluate.constants import REPORT_FILE
 
     result = evaluate(args.model, args.data, args.out, config, baseline_uri=args.baseline)
     print(f"{'BLESSED' if result.blessed else 'NOT BLESSED'}: {result.blessing.reason}")
-    print(f"report: {result.out_uri.rstrip('/')}/report.html")
+    print(f"report: {storage.join(result.out_uri, REPORT_FILE)}")
     return 0

@@ -1,13 +1,4 @@
-"""The step's output documents, and writing them with a manifest last.
-
-out_uri/
-  metrics.json         everything: per-task scalars and curves, ranking GAUC, run info
-  kfp_metrics.json     flat {name: number} for KFP `Metrics.log_metric`
-  classification.json  per task ROC points and a 2x2 confusion matrix for KFP `ClassificationMetrics`
-  report.html          self-contained HTML report
-  blessing.json        blessed or not, with the reason per task
-  _MANIFEST.json       written last: the output is complete only when it exists
-"""
+"""The step's output documents (named in constants.py), and writing them with a manifest last."""
 
 from __future__ import annotations
 
@@ -17,12 +8,15 @@ from typing import Any
 
 from components.common import storage
 from components.common.manifest import ManifestFile, manifest_uri, write_manifest
+from components.evaluate.constants import (
+    BLESSING_FILE,
+    CLASSIFICATION_FILE,
+    KFP_METRICS_FILE,
+    MANIFEST_KIND,
+    METRICS_FILE,
+    REPORT_FILE,
+)
 
-METRICS_FILE = "metrics.json"
-KFP_METRICS_FILE = "kfp_metrics.json"
-CLASSIFICATION_FILE = "classification.json"
-REPORT_FILE = "report.html"
-BLESSING_FILE = "blessing.json"
 CONFUSION_CATEGORIES = ("negative", "positive")
 KFP_TASK_SCALARS = ("auroc", "average_precision", "rce", "nrce", "log_loss", "calibration", "count", "positives")
 
@@ -95,6 +89,6 @@ def write_outputs(out_uri: str, schema_hash: str, metrics: dict[str, Any], bless
         sha = storage.write_bytes(uri, data)
         files.append(ManifestFile(path=name, records=1, bytes=len(data), sha256=sha))
         uris.append(uri)
-    write_manifest(out_uri, kind="evaluation", schema_hash=schema_hash, files=files,
+    write_manifest(out_uri, kind=MANIFEST_KIND, schema_hash=schema_hash, files=files,
                    extra={"blessed": bool(blessing["blessed"])})
     return uris

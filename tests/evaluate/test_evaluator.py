@@ -13,15 +13,15 @@ from components.common.errors import ConfigError, DataError
 from components.common.manifest import read_manifest, verify_manifest
 from components.evaluate.blessing import bless
 from components.evaluate.config import EvaluateConfig
-from components.evaluate.evaluator import StreamingEvaluator
-from components.evaluate.outputs import (
+from components.evaluate.constants import (
     BLESSING_FILE,
     CLASSIFICATION_FILE,
     KFP_METRICS_FILE,
     METRICS_FILE,
     REPORT_FILE,
-    write_outputs,
 )
+from components.evaluate.evaluator import StreamingEvaluator
+from components.evaluate.outputs import write_outputs
 from components.evaluate.report import render_report
 from tests.evaluate.conftest import synthetic_batches
 

@@ -17,7 +17,7 @@ from components.common import storage
 from components.common.errors import DataError, StorageError
 from components.evaluate.config import BlessingConfig
 from components.evaluate.constants import METRICS_FILE
-from components.evaluate.outputs import finite_or_none
+from components.metrics.binary import finite_or_none
 
 NAN_CHECKED = ("auroc", "average_precision", "log_loss", "rce", "nrce", "calibration")
 

@@ -25,7 +25,7 @@ from components.common.errors import ConfigError, DataError
 from components.common.logs import Throughput, format_metrics
 from components.evaluate.blessing import Blessing, bless, read_baseline
 from components.evaluate.config import EvaluateConfig
-from components.evaluate.outputs import finite_or_none, write_outputs
+from components.evaluate.outputs import write_outputs
 from components.evaluate.ranking import (
     GroupedAUROC,
     GroupedAUROCAccumulator,
@@ -33,7 +33,7 @@ from components.evaluate.ranking import (
     ranking_score,
 )
 from components.evaluate.report import render_report
-from components.metrics.binary import BinaryMetricAccumulator, TaskMetrics
+from components.metrics.binary import BinaryMetricAccumulator, TaskMetrics, finite_or_none
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0

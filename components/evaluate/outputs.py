@@ -16,20 +16,10 @@ from components.evaluate.constants import (
     METRICS_FILE,
     REPORT_FILE,
 )
+from components.metrics.binary import finite_or_none
 
 CONFUSION_CATEGORIES = ("negative", "positive")
 KFP_TASK_SCALARS = ("auroc", "average_precision", "rce", "nrce", "log_loss", "calibration", "count", "positives")
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: undefined metrics are written as null (and read back as NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 def kfp_scalars(metrics: dict[str, Any], blessing: dict[str, Any]) -> dict[str, float]:

@@ -53,6 +53,17 @@ def relative_cross_entropy(cross_entropy: float, mean_label: float) -> float:
     return 100.0 * (1.0 - cross_entropy / reference)
 
 
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: undefined metrics are written as null (and read back as NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class CurvePoint:
     x: float

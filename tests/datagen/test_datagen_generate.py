@@ -18,6 +18,7 @@ from components.common.schema import load_schema
 from components.datagen import generate, read_oracle
 from components.datagen.oracle import OracleAccumulator
 from components.datagen.rows import signed_log1p
+from components.metrics.binary import BinaryMetricAccumulator
 
 SCHEMA = load_schema("local")
 
@@ -143,6 +144,10 @@ def test_streaming_oracle_matches_exact_metrics() -> None:
         exact = -np.mean(y[:, index] * np.log(p[:, index]) + (1 - y[:, index]) * np.log(1 - p[:, index]))
         assert task["log_loss"] == pytest.approx(exact, rel=1e-9)
         assert task["positives"] == int(y[:, index].sum())
+        # the same core as evaluation: a model that predicted the truth would score exactly this
+        scored = BinaryMetricAccumulator("truth")
+        scored.update(p[:, index], y[:, index])
+        assert (task["auroc"], task["rce"]) == (scored.compute().auroc, scored.compute().rce)
 
 
 def test_shift_moves_distributions(tmp_path) -> None:

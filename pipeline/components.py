@@ -163,7 +163,7 @@ def evaluate(
     from pipeline import runtime
 
     setup_logging()
-    config = load_evaluate_config(evaluate_config or None, {"blessing.auroc_tolerance": blessing_tolerance})
+    config = load_evaluate_config(evaluate_config or None, {"blessing.baseline.auroc.tolerance": blessing_tolerance})
     os.makedirs(evaluation.path, exist_ok=True)
     result = run(runtime.data_uri(model), f"{runtime.data_uri(tfrecords)}/eval", evaluation.path, config,
                  baseline_metrics_uri or None)

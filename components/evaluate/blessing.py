@@ -1,10 +1,10 @@
 """Blessing: is the new model good enough to replace the one in production?
 
-Blessed when every metric is a number (no NaN), no task's AUROC is more than
-`auroc_tolerance` below the baseline's (the production model's metrics.json), and every
-configured absolute floor is met. Each task gets a verdict with its reasons, so a refusal
-says which task failed and by how much. The step exits 0 either way; the pipeline branches
-on `blessed` in blessing.json.
+Blessed when every metric is a number (no NaN), no task is worse than the baseline (the
+production model's metrics.json) by more than the configured tolerance in any compared metric
+(AUROC by default; any of DIRECTIONS, each with its direction), and every configured bound
+holds. Each task gets a verdict with its reasons, so a refusal says which task failed and by
+how much. The step exits 0 either way; push checks `blessed` in blessing.json.
 """
 
 from __future__ import annotations
@@ -23,13 +23,21 @@ NAN_CHECKED = ("auroc", "average_precision", "log_loss", "rce", "nrce", "calibra
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """One metric of one task against the baseline; improvement > 0 is better, whatever the direction."""
+
+    metric: str
+    value: float
+    baseline: float | None
+    improvement: float | None
+
+
+@dataclass(frozen=True)
 class TaskVerdict:
     task: str
     passed: bool
     reasons: tuple[str, ...]
-    auroc: float
-    baseline_auroc: float | None
-    auroc_delta: float | None
+    comparisons: tuple[Comparison, ...]
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,18 @@ class Blessing:
     blessed: bool
     reason: str
     baseline_uri: str | None
-    auroc_tolerance: float
+    criteria: dict[str, Any]  # the blessing config applied, with each compared metric's direction
     tasks: tuple[TaskVerdict, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """blessing.json's content: tasks keyed by name, NaN as null, so strict JSON can write it."""
+        """blessing.json's content: tasks and comparisons keyed by name, NaN as null (strict JSON)."""
         data = asdict(self)
-        data["tasks"] = {v.task: {k: x for k, x in asdict(v).items() if k != "task"} for v in self.tasks}
+        data["tasks"] = {
+            v.task: {"passed": v.passed, "reasons": list(v.reasons),
+                     "baseline": {c.metric: {k: x for k, x in asdict(c).items() if k != "metric"}
+                                  for c in v.comparisons}}
+            for v in self.tasks
+        }
         return finite_or_none(data)
 
 
@@ -64,6 +77,24 @@ def read_baseline(uri: str) -> dict[str, Any]:
     return data
 
 
+def _compare(metric: str, values: dict[str, Any], base_task: dict[str, Any], config: BlessingConfig,
+             failures: list[str], notes: list[str]) -> Comparison:
+    value, base = as_float(values.get(metric)), as_float(base_task.get(metric))
+    if math.isnan(base):
+        notes.append(f"baseline {metric} is NaN: not compared")
+        return Comparison(metric, value, None, None)
+    sign = 1.0 if config.direction(metric) == "higher" else -1.0
+    improvement = sign * (value - base)
+    tolerance = config.baseline[metric].tolerance
+    if not math.isnan(improvement) and improvement < -tolerance:
+        side = "below" if sign > 0 else "above"
+        failures.append(f"{metric} {value:.4f} is {-improvement:.4f} {side} baseline {base:.4f} "
+                        f"(tolerance {tolerance})")
+    elif not math.isnan(improvement):
+        notes.append(f"{metric} {value:.4f} vs baseline {base:.4f} ({value - base:+.4f})")
+    return Comparison(metric, value, base, improvement)
+
+
 def _task_verdict(task: str, values: dict[str, Any], baseline: dict[str, Any] | None,
                   config: BlessingConfig) -> TaskVerdict:
     failures: list[str] = []
@@ -71,50 +102,50 @@ def _task_verdict(task: str, values: dict[str, Any], baseline: dict[str, Any] | 
     for name in NAN_CHECKED:
         if math.isnan(as_float(values.get(name))):
             failures.append(f"{name} is NaN")
-    auroc = as_float(values.get("auroc"))
-    baseline_auroc = delta = None
+    comparisons: list[Comparison] = []
     if baseline is not None:
         base_task = baseline["tasks"].get(task)
         if base_task is None:
             notes.append("no baseline for this task")
-        elif math.isnan(as_float(base_task.get("auroc"))):
-            notes.append("baseline AUROC is NaN: not compared")
         else:
-            baseline_auroc = as_float(base_task["auroc"])
-            delta = auroc - baseline_auroc
-            if not math.isnan(delta) and delta < -config.auroc_tolerance:
-                failures.append(f"auroc {auroc:.4f} is {-delta:.4f} below baseline {baseline_auroc:.4f} "
-                                f"(tolerance {config.auroc_tolerance})")
-            elif not math.isnan(delta):
-                notes.append(f"auroc {auroc:.4f} vs baseline {baseline_auroc:.4f} ({delta:+.4f})")
-    floors = {**config.floors, **config.task_floors.get(task, {})}
-    for metric, floor in sorted(floors.items()):
+            comparisons = [_compare(metric, values, base_task, config, failures, notes) for metric in config.baseline]
+    bounds = {**config.bounds, **config.task_bounds.get(task, {})}
+    for metric, bound in sorted(bounds.items()):
         value = as_float(values.get(metric))
-        if not math.isnan(value) and value < floor:
-            failures.append(f"{metric} {value:.4f} is below the floor {floor}")
-        elif not math.isnan(value):
-            notes.append(f"{metric} {value:.4f} >= floor {floor}")
-    return TaskVerdict(task, not failures, tuple(failures or notes or ["metrics finite; no baseline or floor to compare"]),
-                       auroc, baseline_auroc, delta)
+        if math.isnan(value):
+            continue
+        if bound.min is not None and value < bound.min:
+            failures.append(f"{metric} {value:.4f} is below the minimum {bound.min}")
+        elif bound.max is not None and value > bound.max:
+            failures.append(f"{metric} {value:.4f} is above the maximum {bound.max}")
+        else:
+            notes.append(f"{metric} {value:.4f} within [{bound.min}, {bound.max}]")
+    return TaskVerdict(task, not failures,
+                       tuple(failures or notes or ["metrics finite; no baseline or bound to compare"]),
+                       tuple(comparisons))
 
 
 def bless(metrics: dict[str, Any], config: BlessingConfig, baseline: dict[str, Any] | None = None,
           baseline_uri: str | None = None) -> Blessing:
-    """Judge `metrics` (metrics.json content) against a baseline and/or absolute floors."""
+    """Judge `metrics` (metrics.json content) against a baseline and/or absolute bounds."""
     verdicts = tuple(_task_verdict(task, values, baseline, config)
                      for task, values in metrics["tasks"].items())
     failed = [v for v in verdicts if not v.passed]
     ranking = metrics.get("ranking") or {}
     ranking_nan = bool(ranking) and math.isnan(as_float(ranking.get("gauc")))
+    compared = ", ".join(f"{metric} by more than {c.tolerance}" for metric, c in config.baseline.items())
     if failed or ranking_nan:
         parts = [f"{v.task}: {'; '.join(v.reasons)}" for v in failed]
         if ranking_nan:
             parts.append("ranking: gauc is NaN")
         reason = "not blessed: " + " | ".join(parts)
-    elif baseline is not None:
-        reason = f"blessed: no task's AUROC is more than {config.auroc_tolerance} below the baseline"
-    elif config.floors or config.task_floors:
-        reason = "blessed: every floor met (no baseline given)"
+    elif baseline is not None and config.baseline:
+        reason = f"blessed: no task is worse than the baseline in {compared}"
+    elif config.bounds or config.task_bounds:
+        reason = "blessed: every bound met" + ("" if baseline is not None else " (no baseline given)")
     else:
-        reason = "blessed: no baseline and no floors configured; only NaN checks applied"
-    return Blessing(not failed and not ranking_nan, reason, baseline_uri, config.auroc_tolerance, verdicts)
+        reason = "blessed: no baseline comparison and no bounds configured; only NaN checks applied"
+    criteria = {**config.model_dump(mode="json", exclude_none=True),
+                "baseline": {m: {"tolerance": c.tolerance, "direction": config.direction(m)}
+                             for m, c in config.baseline.items()}}
+    return Blessing(not failed and not ranking_nan, reason, baseline_uri, criteria, verdicts)

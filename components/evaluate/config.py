@@ -9,10 +9,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from components.common.config import StrictModel, load_config, parse_config, repo_configs_dir
+from components.metrics.binary import DIRECTIONS
 
-BLESSING_METRICS = ("auroc", "average_precision", "rce", "nrce")  # higher is better
-
-# REFERENCE.md, "How the product uses the outputs": published weights (April 2023).
+# The product's final score: sum of weight * probability, with these published weights (April 2023).
 DEFAULT_ENGAGEMENT_WEIGHTS = {
     "is_favorited": 0.5,
     "is_retweeted": 1.0,
@@ -81,29 +80,51 @@ class RankingConfig(StrictModel):
     gauc_max_examples_per_user: int = Field(default=1024, ge=2)
 
 
-class BlessingConfig(StrictModel):
-    auroc_tolerance: float = Field(default=0.005, ge=0)
-    floors: dict[str, float] = Field(default_factory=dict, description="metric -> minimum, every task")
-    task_floors: dict[str, dict[str, float]] = Field(default_factory=dict, description="task -> metric -> minimum")
+class BaselineComparison(StrictModel):
+    """How much worse than the baseline (the production model) a task's metric may be."""
 
-    @field_validator("floors")
+    tolerance: float = Field(ge=0)
+    direction: Literal["higher", "lower"] | None = Field(
+        default=None, description="which way is better; default: the metric's own (higher, log_loss lower)")
+
+
+class Bounds(StrictModel):
+    """Absolute limits a task's metric must stay within."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class BlessingConfig(StrictModel):
+    baseline: dict[str, BaselineComparison] = Field(
+        default_factory=lambda: {"auroc": BaselineComparison(tolerance=0.005)},
+        description="metric -> tolerance (and direction) against the baseline's metrics.json")
+    bounds: dict[str, Bounds] = Field(default_factory=dict, description="metric -> min/max, every task")
+    task_bounds: dict[str, dict[str, Bounds]] = Field(default_factory=dict, description="task -> metric -> min/max")
+
+    @field_validator("baseline", "bounds")
     @classmethod
-    def _known_floor_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known_metrics(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_metric_names(value)
         return value
 
-    @field_validator("task_floors")
+    @field_validator("task_bounds")
     @classmethod
-    def _known_task_floor_metrics(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        for floors in value.values():
-            _check_metric_names(floors)
+    def _known_task_metrics(cls, value: dict[str, dict[str, Bounds]]) -> dict[str, dict[str, Bounds]]:
+        for bounds in value.values():
+            _check_metric_names(bounds)
         return value
 
+    def direction(self, metric: str) -> str:
+        """Which way is better for `metric` ("higher" or "lower"): as configured, else by its nature."""
+        comparison = self.baseline.get(metric)
+        return (comparison.direction if comparison else None) or DIRECTIONS[metric]
 
-def _check_metric_names(floors: dict[str, float]) -> None:
-    unknown = sorted(set(floors) - set(BLESSING_METRICS))
+
+def _check_metric_names(named: dict[str, Any]) -> None:
+    unknown = sorted(set(named) - set(DIRECTIONS))
     if unknown:
-        raise ValueError(f"unknown floor metric {', '.join(unknown)}; one of {', '.join(BLESSING_METRICS)}")
+        raise ValueError(f"unknown metric {', '.join(unknown)}; one of {', '.join(DIRECTIONS)}")
 
 
 class EvaluateConfig(StrictModel):

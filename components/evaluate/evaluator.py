@@ -60,7 +60,7 @@ def check_task_names(config: EvaluateConfig, task_names: list[str], source: str 
     named = {
         "metrics.thresholds": config.metrics.thresholds,
         "ranking.engagement_weights": config.ranking.engagement_weights if config.ranking.enabled else {},
-        "blessing.task_floors": config.blessing.task_floors,
+        "blessing.task_bounds": config.blessing.task_bounds,
     }
     for field, mapping in named.items():
         unknown = sorted(set(mapping) - known)

@@ -27,8 +27,12 @@ from typing import Any
 
 import numpy as np
 
-EPSILON = 1e-7  # REFERENCE.md: predictions clipped to [1e-7, 1 - 1e-7]
+EPSILON = 1e-7  # predictions are clipped to [1e-7, 1 - 1e-7], as the original's RCE does
 LOGIT_LIMIT = math.log((1 - EPSILON) / EPSILON)
+# Which way is better for each scalar a blessing may judge (config.BlessingConfig).
+DIRECTIONS: dict[str, str] = {
+    "auroc": "higher", "average_precision": "higher", "rce": "higher", "nrce": "higher", "log_loss": "lower",
+}
 
 
 def clip_probabilities(p: np.ndarray) -> np.ndarray:

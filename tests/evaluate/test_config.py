@@ -16,7 +16,8 @@ from components.evaluate.config import (
 def test_bundled_yaml_matches_the_documented_defaults() -> None:
     config = load_evaluate_config()
     assert config == EvaluateConfig()
-    assert config.blessing.auroc_tolerance == 0.005
+    assert config.blessing.baseline["auroc"].tolerance == 0.005
+    assert config.blessing.direction("auroc") == "higher" and config.blessing.direction("log_loss") == "lower"
     assert config.ranking.engagement_weights == DEFAULT_ENGAGEMENT_WEIGHTS
     assert config.ranking.engagement_weights["is_report_tweet_clicked"] == -369.0
     assert len(config.ranking.engagement_weights) == 10
@@ -34,8 +35,10 @@ def test_per_task_thresholds_override_the_default() -> None:
 def test_unknown_fields_and_bad_values_fail_with_the_field_path() -> None:
     with pytest.raises(ConfigError, match="metrics.bins: unknown field"):
         config_from_dict({"metrics": {"bins": 10}})
-    with pytest.raises(ConfigError, match="blessing.floors"):
-        config_from_dict({"blessing": {"floors": {"accuracy": 0.9}}})
+    with pytest.raises(ConfigError, match="blessing.bounds"):
+        config_from_dict({"blessing": {"bounds": {"accuracy": {"min": 0.9}}}})
+    with pytest.raises(ConfigError, match="blessing.baseline.*unknown metric calibration"):
+        config_from_dict({"blessing": {"baseline": {"calibration": {"tolerance": 0.1}}}})
     with pytest.raises(ConfigError, match="metrics.thresholds"):
         config_from_dict({"metrics": {"thresholds": {"is_favorited": 1.5}}})
     with pytest.raises(ConfigError, match="metrics.threshold"):
@@ -46,18 +49,20 @@ def test_unknown_fields_and_bad_values_fail_with_the_field_path() -> None:
 
 def test_config_file_errors_name_the_file(tmp_path) -> None:
     path = tmp_path / "eval.yaml"
-    path.write_text("blessing:\n  auroc_tolerance: -1\n")
-    with pytest.raises(ConfigError, match=rf"{path}: blessing.auroc_tolerance"):
+    path.write_text("blessing:\n  baseline: {auroc: {tolerance: -1}}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: blessing.baseline.auroc.tolerance"):
         load_evaluate_config(path)
 
 
 def test_overrides_are_validated_like_the_file_and_name_it(tmp_path) -> None:
     path = tmp_path / "eval.yaml"
     path.write_text("read: {batch_size: 64}\n")
-    config = load_evaluate_config(path, {"read.max_examples": 300, "blessing.auroc_tolerance": 0.02})
-    assert (config.read.batch_size, config.read.max_examples, config.blessing.auroc_tolerance) == (64, 300, 0.02)
-    with pytest.raises(ConfigError, match=rf"{path}: blessing.auroc_tolerance"):
-        load_evaluate_config(path, {"blessing.auroc_tolerance": -1})
+    config = load_evaluate_config(path, {"read.max_examples": 300, "blessing.baseline.rce.tolerance": 0.5})
+    assert (config.read.batch_size, config.read.max_examples) == (64, 300)
+    assert list(config.blessing.baseline) == ["rce"]  # a baseline mapping replaces the default one
+    assert config.blessing.baseline["rce"].tolerance == 0.5
+    with pytest.raises(ConfigError, match=rf"{path}: blessing.baseline.auroc.tolerance"):
+        load_evaluate_config(path, {"blessing.baseline.auroc.tolerance": -1})
     with pytest.raises(ConfigError, match=r"evaluate.yaml: metrics.bins: unknown field"):
         load_evaluate_config(None, {"metrics.bins": 3})
 
@@ -78,8 +83,8 @@ def test_cli_builds_its_config_through_load_evaluate_config(tmp_path, monkeypatc
     path.write_text("read: {batch_size: 64}\n")
     base = ["evaluate", "--model", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "out")]
     assert main([*base, "--config-path", str(path), "--set", "read.max_examples=300",
-                 "--set", "blessing.auroc_tolerance=0.02"]) == 2  # the model is missing
-    assert calls == [(str(path), {"read.max_examples": 300, "blessing.auroc_tolerance": 0.02})]
+                 "--set", "blessing.baseline.auroc.tolerance=0.02"]) == 2  # the model is missing
+    assert calls == [(str(path), {"read.max_examples": 300, "blessing.baseline.auroc.tolerance": 0.02})]
     assert "nope" in capsys.readouterr().err
 
     assert main([*base, "--set", "metrics.bins=3"]) == 2

@@ -101,7 +101,7 @@ def test_cli_blesses_against_itself_and_refuses_a_clearly_better_baseline(traine
     better = tmp_path / "better_metrics.json"
     better.write_text(json.dumps(baseline))
     config = tmp_path / "eval.yaml"
-    config.write_text("read: {max_examples: 3000}\nblessing: {auroc_tolerance: 0.01}\n")
+    config.write_text("read: {max_examples: 3000}\nblessing: {baseline: {auroc: {tolerance: 0.01}}}\n")
 
     refused = recap_evaluate("--model", trained["model"], "--data", trained["eval"], "--out", str(tmp_path / "a"),
                              "--baseline", str(better), "--config_path", str(config))

@@ -5,6 +5,10 @@ Each step's arguments and handler live beside its code in `<package>/cli.py` as
 to exit codes (0 ok, 1 failed check, 2 usage or config error) in one place. Only the chosen
 step's module is imported: `recap --help` stays fast, and each image needs only its own
 step's dependencies (the validate image has no torch).
+
+The steps of `components` are listed here; layers above (the `pipeline` package) add their
+commands through the `recap.commands` entry point group in pyproject.toml, each entry a
+`Command`, so this module never names them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 
 from components.common.errors import ConfigError, MissingDependency, RecapError
 from components.common.logs import setup_logging
@@ -24,21 +29,35 @@ class Command:
     path: tuple[str, ...]  # ("data", "generate")
     module: str
     help: str
-    extra: str  # the pyproject extra (and image) that carries this step's dependencies
+    extra: str  # the pyproject extra that carries this step's dependencies
+    image: str  # the container image that runs it
 
 
-COMMANDS = (
-    Command(("data", "generate"), "components.datagen.cli", "write synthetic raw Parquet with a planted signal, and its oracle", "validate"),
-    Command(("validate",), "components.validate.cli", "statistics, anomalies, drift and an HTML report for raw Parquet", "validate"),
-    Command(("convert",), "components.convert.cli", "raw Parquet -> gzip TFRecord shards (segdense layout) with manifests", "convert"),
-    Command(("train",), "components.train.cli", "train the Heavy Ranker under torchrun with TorchRec sharding", "train"),
-    Command(("evaluate",), "components.evaluate.cli", "metrics, report and blessing for an exported model", "evaluate"),
-    Command(("launch",), "components.launch.cli", "start training as a Kubeflow PyTorchJob or as local torchrun processes", "pipeline"),
-    Command(("pipeline", "compile"), "pipeline.cli", "compile the KFP v2 DAG to YAML", "pipeline"),
-    Command(("pipeline", "run"), "pipeline.cli", "run the whole DAG on this machine through kfp.local", "pipeline"),
-    Command(("pipeline", "submit"), "pipeline.cli", "submit the DAG to a Kubeflow Pipelines host", "pipeline"),
+STEPS = (
+    Command(("data", "generate"), "components.datagen.cli", "write synthetic raw Parquet with a planted signal, and its oracle", "validate", "recap-validate"),
+    Command(("validate",), "components.validate.cli", "statistics, anomalies, drift and an HTML report for raw Parquet", "validate", "recap-validate"),
+    Command(("convert",), "components.convert.cli", "raw Parquet -> gzip TFRecord shards (segdense layout) with manifests", "convert", "recap-convert"),
+    Command(("train",), "components.train.cli", "train the Heavy Ranker under torchrun with TorchRec sharding", "train", "recap-train"),
+    Command(("evaluate",), "components.evaluate.cli", "metrics, report and blessing for an exported model", "evaluate", "recap-evaluate"),
+    Command(("push",), "components.push.cli", "publish a blessed model to the serving location", "pipeline", "recap-launch"),
+    Command(("launch",), "components.launch.cli", "start training as a Kubeflow PyTorchJob or as local torchrun processes", "pipeline", "recap-launch"),
 )
+ENTRY_POINT_GROUP = "recap.commands"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def registered_commands() -> tuple[Command, ...]:
+    """Commands of the layers above, from the `recap.commands` entry points, in name order."""
+    found = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda entry: entry.name)
+    commands = tuple(entry.load() for entry in found)
+    for entry, command in zip(found, commands, strict=True):
+        if not isinstance(command, Command):
+            raise TypeError(f"entry point {entry.name} = {entry.value} is not a components.cli.Command")
+    return commands
+
+
+def all_commands() -> tuple[Command, ...]:
+    return STEPS + registered_commands()
 
 
 def _attach(sub: argparse.ArgumentParser, command: Command) -> None:
@@ -51,19 +70,19 @@ def _attach(sub: argparse.ArgumentParser, command: Command) -> None:
         adder = getattr(module, f"add_{command.path[-1]}_arguments", None) or module.add_arguments
         adder(sub)
     except ModuleNotFoundError as exc:
-        if not exc.name or exc.name.split(".")[0] in ("components", "pipeline"):
-            raise
+        if not exc.name or exc.name.split(".")[0] in ("components", command.module.split(".")[0]):
+            raise  # our own code is broken: not a missing dependency
         raise MissingDependency(
             f"`recap {' '.join(command.path)}` needs the Python package {exc.name!r}, which is not "
-            f"installed here (pip install 'recap-pipeline[{command.extra}]', or use the recap-{command.extra} image)"
+            f"installed here (pip install 'recap-pipeline[{command.extra}]', or use the {command.image} image)"
         ) from exc
     sub.set_defaults(_handler=getattr(module, f"run_{command.path[-1]}", None) or module.run)
 
 
-def _selected(argv: Sequence[str]) -> Command | None:
+def _selected(argv: Sequence[str], commands: Sequence[Command]) -> Command | None:
     """The command named by the leading words of argv, if any."""
     words = [a for a in argv if not a.startswith("-")]
-    for command in COMMANDS:
+    for command in commands:
         if tuple(words[: len(command.path)]) == command.path:
             return command
     return None
@@ -76,10 +95,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="recap",
         description="Train Twitter's Heavy Ranker as a Kubeflow pipeline: one subcommand per step.",
     )
-    chosen = _selected(argv) if argv is not None else None
+    commands = all_commands()
+    chosen = _selected(argv, commands) if argv is not None else None
     groups: dict[str, argparse._SubParsersAction] = {}
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
+    for command in commands:
         subparsers = top
         for depth, word in enumerate(command.path[:-1]):
             key = " ".join(command.path[: depth + 1])

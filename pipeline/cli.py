@@ -11,10 +11,16 @@ import sys
 import tempfile
 from typing import Any
 
+from components.cli import Command
 from components.common.config import repo_configs_dir
 from components.common.errors import EXIT_CHECK_FAILED, ConfigError
 
 DEFAULT_OUTPUT = "recap_pipeline.yaml"
+
+# `recap pipeline ...`, registered with the `recap` router in pyproject.toml ([project.entry-points."recap.commands"]).
+COMPILE = Command(("pipeline", "compile"), __name__, "compile the KFP v2 DAG to YAML", "pipeline", "recap-launch")
+RUN = Command(("pipeline", "run"), __name__, "run the whole DAG on this machine through kfp.local", "pipeline", "recap-launch")
+SUBMIT = Command(("pipeline", "submit"), __name__, "submit the DAG to a Kubeflow Pipelines host", "pipeline", "recap-launch")
 
 
 def _add_image_arguments(parser: argparse.ArgumentParser) -> None:

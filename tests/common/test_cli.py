@@ -8,13 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from components.cli import COMMANDS, build_parser
+from components.cli import STEPS, all_commands, build_parser
+
+COMMANDS = all_commands()
 
 RECAP = str(Path(sys.executable).parent / "recap")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([RECAP, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_upper_layer_registers_its_commands_through_entry_points() -> None:
+    registered = [c for c in COMMANDS if c not in STEPS]
+    assert [c.path for c in registered] == [("pipeline", "compile"), ("pipeline", "run"), ("pipeline", "submit")]
+    assert {c.module for c in registered} == {"pipeline.cli"}
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -52,7 +60,7 @@ def run_without(packages: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", BLOCK, packages, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("step", [("validate",), ("convert",), ("data", "generate"), ("launch",)])
+@pytest.mark.parametrize("step", [("validate",), ("convert",), ("data", "generate"), ("launch",), ("push",)])
 def test_cpu_image_steps_start_without_torch_or_tensorflow(step) -> None:
     result = run_without("torch,tensorflow,torchrec", *step, "--help")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -168,7 +168,7 @@ def bench_end_to_end(small_eval: int, work: Path) -> list[dict]:
     from components.convert.convert import ConvertSettings
     from components.convert.convert import run as convert
     from components.datagen.generate import generate
-    from components.train.cli import torchrun_command
+    from components.trainer_command.torchrun import torchrun_command
 
     schema = load_schema("local")
     splits = {}

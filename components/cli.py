@@ -143,5 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m components.cli`: run the imported module, whose Command the entry points use
+    from components.cli import main as recap_main
+
+    sys.exit(recap_main())

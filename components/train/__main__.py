@@ -1,37 +1,23 @@
 """Trainer entry, run by torchrun on every rank: `python -m components.train --config_path=...`.
 
-Joins the process group from the torchrun environment (gloo on CPU, nccl on GPU), trains
-from the converted splits, checkpoints, and exports the model at the end.
+Parses the trainer's flags (components.trainer_command.flags), loads the config with them and
+calls the step, `components.train.trainer.run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import sys
 import warnings
 from collections.abc import Sequence
 
-import torch
-
 from components.common.errors import RecapError
 from components.common.logs import setup_logging
-from components.train.config import OVERRIDE_FLAGS, config_to_yaml, load_train_config
+from components.train.config import load_train_config
+from components.trainer_command.flags import add_trainer_arguments, config_overrides, flag_values
 
-log = logging.getLogger("components.train")
-
-
-def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the trainer itself (also forwarded by `recap train`)."""
-    parser.add_argument("--config_path", "--config-path", dest="config_path", required=True,
-                        help="trainer YAML (e.g. configs/local.yaml), local or gs://")
-    parser.add_argument("--debug_loop", "--debug-loop", dest="debug_loop", action="store_true",
-                        help="slow, verbose loop: every step logged with gradient norms, anomaly detection")
-    for flag, path in OVERRIDE_FLAGS.items():
-        kind = int if flag in ("num_train_steps", "global_batch_size") else str
-        parser.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None,
-                            help=f"override {path}")
+__all__ = ["add_trainer_arguments", "main", "overrides_from", "quiet_libraries"]
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -53,7 +39,8 @@ def quiet_libraries(verbose: bool = False) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, object]:
-    return {path: getattr(args, flag) for flag, path in OVERRIDE_FLAGS.items() if getattr(args, flag, None) is not None}
+    """The set flags as {dotted config field: value}."""
+    return config_overrides(flag_values(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,28 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_trainer_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    from components.train.distributed import init_distributed, shutdown_distributed
-    from components.train.loop import reader_source, train
+    from components.train.trainer import run
 
     quiet_libraries(verbose=args.debug_loop)
-
     try:
         config = load_train_config(args.config_path, overrides_from(args))
-        env = init_distributed()
-        if env.is_chief:
-            print(f"recap trainer started at {dt.datetime.now().astimezone().isoformat(timespec='seconds')}", flush=True)
-            log.info("resolved config (%s):\n%s", args.config_path, config_to_yaml(config))
-        if config.training.num_threads:
-            torch.set_num_threads(config.training.num_threads)
-        schema = config.load_schema()
-        seed = config.training.seed
-        train_batches = reader_source(config.train_data, schema, env, seed, "train_data")
-        eval_batches = (reader_source(config.validation_data, schema, env, seed, "validation_data")
-                        if config.validation_data else None)
-        result = train(config, schema, env, train_batches, eval_batches, debug_loop=args.debug_loop)
-        if env.is_chief:
-            log.info("training done step=%d model_dir=%s", result.step, result.model_dir)
-        shutdown_distributed()
+        validation = config.validation_data.inputs if config.validation_data else None
+        run(config.train_data.inputs, validation, config.training.save_dir, config, debug_loop=args.debug_loop)
         return 0
     except RecapError as exc:
         print(f"components.train: error: {exc}", file=sys.stderr, flush=True)

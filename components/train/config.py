@@ -195,21 +195,12 @@ def check_against_schema(config: RecapConfig, schema: Schema, source: str = "<co
                           f"> {binary} binary values in schema {schema.name}")
 
 
-# CLI flags that override one config field each (flag -> dotted path).
-OVERRIDE_FLAGS = {
-    "train_data": "train_data.inputs",
-    "validation_data": "validation_data.inputs",
-    "save_dir": "training.save_dir",
-    "model_dir": "training.model_dir",
-    "num_train_steps": "training.num_train_steps",
-    "initial_checkpoint_dir": "training.initial_checkpoint_dir",
-    "global_batch_size": "train_data.global_batch_size",
-}
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set `dotted.path: value` overrides (the trainer's flags, a run's URIs) in raw config data.
 
-
-def load_train_config(path: str, overrides: dict[str, Any] | None = None) -> RecapConfig:
-    """Load the YAML, apply `dotted.path=value` overrides, validate against the schema."""
-    data = read_yaml(path)
+    A validation split given to a config without a `validation_data` section gets one: the
+    training data's settings, unshuffled.
+    """
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -217,9 +208,23 @@ def load_train_config(path: str, overrides: dict[str, Any] | None = None) -> Rec
             train = dict(data.get("train_data") or {})
             data["validation_data"] = {k: v for k, v in train.items() if k != "inputs"} | {"shuffle": False}
         set_override(data, key, value)
-    config = parse_config(data, RecapConfig, path)
-    check_against_schema(config, config.load_schema(), path)
+    return data
+
+
+def validated(data: dict[str, Any], source: str) -> RecapConfig:
+    config = parse_config(data, RecapConfig, source)
+    check_against_schema(config, config.load_schema(), source)
     return config
+
+
+def load_train_config(path: str, overrides: dict[str, Any] | None = None) -> RecapConfig:
+    """Load the YAML, apply `dotted.path=value` overrides, validate against the schema."""
+    return validated(apply_overrides(read_yaml(path), overrides), path)
+
+
+def with_overrides(config: RecapConfig, overrides: dict[str, Any], source: str = "<config>") -> RecapConfig:
+    """A copy of `config` with `dotted.path=value` overrides, validated like a loaded file."""
+    return validated(apply_overrides(config.model_dump(mode="json"), overrides), source)
 
 
 def config_to_yaml(config: RecapConfig) -> str:

@@ -29,7 +29,7 @@ def trained(tmp_path_factory) -> dict[str, str]:
     from components.convert.convert import ConvertSettings
     from components.convert.convert import run as convert
     from components.datagen.generate import generate
-    from components.train.cli import torchrun_command
+    from components.trainer_command.torchrun import torchrun_command
 
     root = tmp_path_factory.mktemp("e2e")
     schema = load_schema("local")

@@ -9,7 +9,9 @@ import pytest
 
 from components.cli import main as recap
 from components.common.errors import ConfigError
-from components.train.cli import torchrun_command
+from components.train.config import load_train_config
+from components.trainer_command.flags import OVERRIDES, config_overrides
+from components.trainer_command.torchrun import torchrun_command
 from tests.train.conftest import REPO_ROOT, tiny_config_data, write_config
 
 
@@ -47,3 +49,14 @@ def test_trainer_module_reports_config_errors_with_exit_2(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "optimiser: unknown field" in done.stderr
+
+
+def test_every_trainer_flag_overrides_a_real_config_field(tmp_path):
+    config = write_config(tmp_path / "c.yaml", tiny_config_data(str(tmp_path / "run")))
+    values = {flag.name: (7 if flag.type is int else f"gs://b/{flag.name}") for flag in OVERRIDES}
+    loaded = load_train_config(config, config_overrides(values)).model_dump()
+    for flag in OVERRIDES:
+        section, field = flag.config_field.split(".")
+        assert loaded[section][field] == values[flag.name], flag.name
+    with pytest.raises(ConfigError, match="not a trainer flag: num_steps"):
+        torchrun_command("c.yaml", overrides={"num_steps": 3})

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from components.common import storage
+from components.common.raw_inputs import list_raw_inputs
 from components.common.schema import load_schema
 from components.datagen import generate
 
@@ -38,12 +38,12 @@ TARGET_MB_PER_CORE = 100.0
 CHILD = """
 import json, sys, time
 import pyarrow.parquet as pq
-from components.common import storage
+from components.common.raw_inputs import list_raw_inputs
 from components.validate import run
 cpu, wall = time.process_time(), time.perf_counter()
 if sys.argv[3] == "decode":  # the floor: decode every row group, no statistics
     rows = nbytes = errors = 0
-    for uri in storage.glob(sys.argv[1] + "/part-*.parquet"):
+    for uri in list_raw_inputs(sys.argv[1]).files:
         parquet = pq.ParquetFile(uri)
         for group in range(parquet.num_row_groups):
             for batch in parquet.iter_batches(batch_size=512, row_groups=[group]):
@@ -108,7 +108,7 @@ def main() -> int:
         generate(schema, small, rows=args.rows, files=2, seed=1)
         generate(schema, large, rows=3 * args.rows, files=2, seed=2)
         gen_s = time.perf_counter() - started
-        files = sorted(storage.glob(f"{small}/part-*.parquet"))
+        files = list_raw_inputs(small).files
         naive = naive_per_row(files[0], args.naive_rows)
         floor = child(small, "", "decode")
         mine = child(small, f"{tmp}/val1", "validate")

@@ -16,7 +16,6 @@ real GCS behave the same. Design choices:
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import io
 import json
@@ -425,15 +424,6 @@ def list_uris(prefix_uri: str) -> list[str]:
     return sorted(u for u in found if not basename(u).startswith(TEMP_MARKER))
 
 
-def glob(pattern: str) -> list[str]:
-    """Files matching a shell pattern (`*`, `?`, `[...]`); `*` also crosses `/`."""
-    wildcard = min((i for i, ch in enumerate(pattern) if ch in "*?["), default=-1)
-    if wildcard < 0:
-        return [pattern] if exists(pattern) and not is_dir(pattern) else []
-    base = pattern[:wildcard].rsplit("/", 1)[0]
-    return [uri for uri in list_uris(base) if fnmatch.fnmatchcase(uri, pattern)]
-
-
 def is_dir(uri: str) -> bool:
     """A local directory, or a gs:// prefix with at least one object below it."""
     if is_gcs(uri):
@@ -507,8 +497,3 @@ def copy_prefix(src_prefix: str, dst_prefix: str) -> list[str]:
         copied.append(target)
     return copied
 
-
-def require(uri: str, what: str = "input") -> None:
-    """Fail with a one-line StorageError when an input URI does not exist."""
-    if not (exists(uri) or is_dir(uri)):
-        raise StorageError(f"{uri}: {what} not found")

@@ -14,6 +14,7 @@ from components.cli import main as recap
 from components.common import storage
 from components.common.errors import DataError
 from components.common.manifest import read_manifest, verify_manifest
+from components.common.raw_inputs import list_raw_inputs
 from components.common.schema import load_schema
 from components.datagen import generate, read_oracle
 from components.datagen.oracle import OracleAccumulator
@@ -30,7 +31,7 @@ def dataset(tmp_path_factory) -> tuple[str, object]:
 
 
 def _read(out: str) -> dict[str, np.ndarray]:
-    table = pq.read_table(sorted(storage.glob(f"{out}/part-*.parquet")))
+    table = pq.read_table(list(list_raw_inputs(out).files))
     arrays = {}
     for spec in SCHEMA.features:
         column = table.column(spec.column).combine_chunks()

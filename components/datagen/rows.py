@@ -13,12 +13,18 @@ label base logits move by `0.3 * shift`. `shift=0` is the reference distribution
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from components.common.hashing import GOLDEN_GAMMA, splitmix64
-from components.datagen.world import KIND_COUNT, KIND_RATIO, KIND_SIGNED, LATENT_DIM, IdSpace, World
 
+if TYPE_CHECKING:  # world.py builds the World with the functions below
+    from components.datagen.world import IdSpace, World
+
+LATENT_DIM = 8
+# Continuous feature kinds: zero-inflated heavy-tailed counts, signed Gaussian-ish values, ratios.
+KIND_COUNT, KIND_SIGNED, KIND_RATIO = 0, 1, 2
 _MASK62 = np.uint64((1 << 62) - 1)
 
 

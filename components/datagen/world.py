@@ -19,12 +19,18 @@ from statistics import NormalDist
 import numpy as np
 
 from components.common.schema import Role, Schema
+from components.datagen.rows import (
+    KIND_COUNT,
+    KIND_RATIO,
+    KIND_SIGNED,
+    LATENT_DIM,
+    label_logits,
+    sigmoid,
+    signal_inputs,
+)
 
 # Fixed seed of the world; the `--seed` of a run only drives row sampling.
 WORLD_SEED = 20230331
-LATENT_DIM = 8
-# Continuous feature kinds: zero-inflated heavy-tailed counts, signed Gaussian-ish values, ratios.
-KIND_COUNT, KIND_SIGNED, KIND_RATIO = 0, 1, 2
 
 # Marginal positive rates, roughly those of home-timeline engagement data.
 BASE_RATES: dict[str, float] = {
@@ -191,9 +197,6 @@ def build_world(schema: Schema) -> World:
 
 def _calibrate(world: World, rng: np.random.Generator) -> World:
     """Standardize the signal features and solve each label's base logit for its target rate."""
-    # rows imports this module, hence the local import
-    from components.datagen.rows import label_logits, sigmoid, signal_inputs
-
     sample = signal_inputs(world, rng, rows=40_000, shift=0.0)
     g = sample.g_cont
     world = replace(world, g_mean=g.mean(axis=0), g_std=g.std(axis=0) + 1e-6)

@@ -1,1 +1,1 @@
-"""recap-pipeline: the step implementations (no KFP imports here; see DESIGN.md)."""
+"""recap-pipeline: the step implementations and the contracts between them; no KFP here (docs/architecture.md)."""

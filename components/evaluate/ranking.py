@@ -1,7 +1,7 @@
 """The product's combined ranking score and its per-user grouped AUROC (GAUC), in bounded memory.
 
-Score = sum over tasks of engagement weight * probability (REFERENCE.md, "How the product
-uses the outputs"); the engagement value of an impression is the same sum over its labels.
+Score = sum over tasks of engagement weight * probability, as the product combines the
+heads (docs/model.md); the engagement value of an impression is the same sum over its labels.
 
 GAUC here is, per user, the concordance between score and engagement value: over pairs of
 the user's impressions with different values, the share where the higher-valued one got the

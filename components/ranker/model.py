@@ -1,4 +1,4 @@
-"""The Heavy Ranker, in the order of REFERENCE.md's model section.
+"""The Heavy Ranker, in the order docs/model.md describes it.
 
 1. double-norm-log featurization of continuous values, binary values appended, LayerNorm;
 2. one LayerNorm per TwHIN embedding;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from components.common.errors import CheckFailed, ConfigError
+from components.validate.anomalies import CODES
 from components.validate.config import load_validation_config
 from components.validate.validator import run as validate
 
@@ -18,9 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-stats", default=None, help="statistics.json of a reference run, for drift")
     parser.add_argument("--config_path", "--config-path", dest="config_path", default=None,
                         help="validation config YAML (default: configs/validation.yaml)")
+    parser.add_argument("--list-codes", action="store_true", help="print every anomaly code with its default "
+                        "severity and meaning, then exit")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_codes:
+        width = max(len(code) for code in CODES)
+        for code, (severity, meaning) in CODES.items():
+            print(f"{code:<{width}}  {severity:<7}  {meaning}")
+        return 0
     missing = [flag for flag, value in (("--input", args.input), ("--out", args.out)) if not value]
     if missing:
         raise ConfigError(f"missing required argument(s): {', '.join(missing)}")

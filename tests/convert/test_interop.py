@@ -1,6 +1,6 @@
-"""Our shards parse with the original trainer's parse spec (REFERENCE.md's segdense table).
+"""Our shards parse with the original trainer's parse spec (the segdense table in docs/model.md).
 
-The spec below is written out from the reference table on purpose, not taken from our
+The spec below is written out from that table on purpose, not taken from our
 schema, so a drift of our schema away from the original's names, dtypes or lengths fails.
 """
 

@@ -39,7 +39,7 @@ def streamed(p, y, w=None, batch=997, **kwargs) -> BinaryMetricAccumulator:
 
 
 def exact_rce(p, y, w=None) -> tuple[float, float]:
-    """RCE and NRCE straight from REFERENCE.md's definitions, over all examples at once."""
+    """RCE and NRCE straight from their definitions (docs/model.md), over all examples at once."""
     w = np.ones_like(p) if w is None else w
     mean_label = np.average(y, weights=w)
     ce = log_loss(y, clip_probabilities(p), sample_weight=w)

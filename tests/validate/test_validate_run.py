@@ -148,3 +148,11 @@ def test_reference_from_another_schema_is_reported(drift_runs, local_schema, tmp
     result = run(str(root / "same"), str(tmp_path / "out"), local_schema, reference_stats_uri=str(path))
     (mismatch,) = [a for a in result.anomalies if a.code == "reference_mismatch"]
     assert mismatch.details["skipped_columns"] == ["continuous"] and not result.has_errors
+
+
+def test_list_codes_prints_every_code_with_its_severity(capsys) -> None:
+    from components.validate.anomalies import CODES
+
+    assert recap(["validate", "--list-codes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[code, severity] for code, (severity, _) in CODES.items()]

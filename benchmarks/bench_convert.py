@@ -136,7 +136,7 @@ def ours(schema, raw: Path, out: Path, workers: int, backend: str) -> int:
     from components.convert import ConvertSettings, run
 
     settings = ConvertSettings(workers=workers, shards=4, eval_fraction=0.1, compressor=backend)
-    return run(str(raw), str(out), schema, settings).rows
+    return run(str(raw), schema, str(out), settings).rows
 
 
 def _timed_batches(batches, rows: int) -> Measured:

@@ -175,7 +175,7 @@ def bench_end_to_end(small_eval: int, work: Path) -> list[dict]:
     for name, eval_rows in (("N", small_eval), ("10N", 10 * small_eval)):
         raw, data = work / f"raw_{name}", work / f"data_{name}"
         generate(schema, str(raw), rows=2 * eval_rows, files=2, seed=7)
-        convert(str(raw), str(data), schema, ConvertSettings(shards=2, workers=2, eval_fraction=0.5))
+        convert(str(raw), schema, str(data), ConvertSettings(shards=2, workers=2, eval_fraction=0.5))
         splits[name] = data
         _note(f"data {name} ready")
     command = torchrun_command(str(ROOT / "configs" / "local.yaml"), overrides={

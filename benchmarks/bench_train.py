@@ -128,7 +128,7 @@ def child_pipeline(rows: int, seconds: float) -> dict:
     schema = load_schema("prod")
     root = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     generate(schema, str(root / "raw"), rows=rows, files=2, seed=0)
-    convert(str(root / "raw"), str(root / "data"), schema, ConvertSettings(shards=4, workers=2, eval_fraction=0.0))
+    convert(str(root / "raw"), schema, str(root / "data"), ConvertSettings(shards=4, workers=2, eval_fraction=0.0))
     options = ReaderOptions(batch_size=128, shuffle=True, repeat=True, drop_remainder=True)
     batches = read_batches(str(root / "data" / "train"), schema, options)
     for _ in range(3):

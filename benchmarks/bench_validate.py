@@ -39,7 +39,8 @@ CHILD = """
 import json, sys, time
 import pyarrow.parquet as pq
 from components.common.raw_inputs import list_raw_inputs
-from components.validate import run
+from components.common.schema import load_schema
+from components.validate import load_validation_config, run
 cpu, wall = time.process_time(), time.perf_counter()
 if sys.argv[3] == "decode":  # the floor: decode every row group, no statistics
     rows = nbytes = errors = 0
@@ -49,7 +50,7 @@ if sys.argv[3] == "decode":  # the floor: decode every row group, no statistics
             for batch in parquet.iter_batches(batch_size=512, row_groups=[group]):
                 rows, nbytes = rows + batch.num_rows, nbytes + batch.nbytes
 else:
-    result = run(sys.argv[1], sys.argv[2], "prod")
+    result = run(sys.argv[1], load_schema("prod"), sys.argv[2], load_validation_config(None))
     rows, nbytes, errors = result.rows, result.metrics["decoded_mb"] * 1e6, len(result.errors)
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 # VmHWM: this process's own peak (ru_maxrss would include the parent's RSS at fork)

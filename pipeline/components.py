@@ -30,12 +30,14 @@ def validate(
     import os
 
     from components.common.logs import setup_logging
-    from components.validate import run
+    from components.common.schema import load_schema
+    from components.validate import load_validation_config, run
     from pipeline import runtime
 
     setup_logging()
     os.makedirs(statistics.path, exist_ok=True)
-    result = run(raw_data_uri, statistics.path, schema, validate_config or None, reference_stats_uri or None)
+    result = run(raw_data_uri, load_schema(schema), statistics.path, load_validation_config(validate_config or None),
+                 reference_stats_uri or None)
     runtime.copy_file(result.report_uri, report.path)
     runtime.log_scalars(metrics, result.metrics)
     statistics.metadata.update({"rows": result.rows, "files": result.files, "input": raw_data_uri})
@@ -68,7 +70,7 @@ def convert(
     setup_logging()
     settings = load_config(convert_config, ConvertSettings) if convert_config else ConvertSettings()
     location = runtime.data_location(tfrecords.uri, data_root)
-    result = run(raw_data_uri, location, load_schema(schema), settings)
+    result = run(raw_data_uri, load_schema(schema), location, settings)
     runtime.record_location(
         tfrecords, location, train_uri=f"{location}/train", eval_uri=f"{location}/eval",
         train_records=result.records.get("train"), eval_records=result.records.get("eval"),

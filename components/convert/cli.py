@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         values["workers"] = args.workers
     settings = parse_config(values, ConvertSettings, "recap convert")
-    result = convert(args.input, args.out, load_schema(args.schema), settings)
+    result = convert(args.input, load_schema(args.schema), args.out, settings)
     for split, uri in result.manifest_uris.items():
         print(f"{split}: {result.records[split]} records in {len(result.shard_uris[split])} shards, {uri}")
     return 0

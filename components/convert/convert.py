@@ -235,9 +235,8 @@ def clear_split(directory: str) -> None:
     storage.delete_prefix(directory)
 
 
-def run(input_uri: str, out_uri: str, schema: Schema, settings: ConvertSettings | None = None) -> ConvertResult:
+def run(input_uri: str, schema: Schema, out_uri: str, settings: ConvertSettings) -> ConvertResult:
     """Convert raw Parquet at `input_uri` into `<out_uri>/{train,eval}/` TFRecord shards with manifests."""
-    settings = settings or ConvertSettings()
     start = time.perf_counter()
     out_uri = out_uri.rstrip("/")
     split_spec = plan.resolve_split_column(schema, settings.split_key)

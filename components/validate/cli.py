@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from components.common.errors import CheckFailed, ConfigError
+from components.common.schema import load_schema
 from components.validate.anomalies import CODES
 from components.validate.config import load_validation_config
 from components.validate.validator import run as validate
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--input", args.input), ("--out", args.out)) if not value]
     if missing:
         raise ConfigError(f"missing required argument(s): {', '.join(missing)}")
-    result = validate(args.input, args.out, args.schema, load_validation_config(args.config_path),
+    result = validate(args.input, load_schema(args.schema), args.out, load_validation_config(args.config_path),
                       reference_stats_uri=args.reference_stats)
     print(f"report: {result.report_uri}")
     if result.has_errors:

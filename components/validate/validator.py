@@ -23,10 +23,10 @@ from components.common import storage
 from components.common.errors import StorageError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import ManifestFile
-from components.common.schema import Schema, load_schema
+from components.common.schema import Schema
 from components.validate import drift as drift_mod
 from components.validate.anomalies import ERROR, Anomaly, Findings, make
-from components.validate.config import ValidationConfig, load_validation_config
+from components.validate.config import ValidationConfig
 from components.validate.constants import ANOMALIES_FILE, METRICS_FILE, REPORT_FILE, STATISTICS_FILE
 from components.validate.inputs import SKIP, column_block, list_inputs, plan_column
 from components.validate.report import render_report
@@ -132,12 +132,10 @@ def _sort_key(anomaly: Anomaly) -> tuple:
     return (anomaly.severity != ERROR, anomaly.code, anomaly.column or "")
 
 
-def run(input_uri: str, out_uri: str, schema: Schema | str, config: ValidationConfig | str | None = None,
+def run(input_uri: str, schema: Schema, out_uri: str, config: ValidationConfig,
         reference_stats_uri: str | None = None) -> ValidationResult:
-    """Validate the raw Parquet under `input_uri` against `schema`; write outputs to `out_uri`."""
-    schema = load_schema(schema) if isinstance(schema, str) else schema
-    if not isinstance(config, ValidationConfig):
-        config = load_validation_config(config)
+    """Validate the raw Parquet under `input_uri` against `schema` (and the statistics at
+    `reference_stats_uri`, for drift); write outputs to `out_uri`."""
     reference = None
     if reference_stats_uri:
         try:

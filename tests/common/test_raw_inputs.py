@@ -50,7 +50,7 @@ def test_pq_input_that_passes_validation_also_converts(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     pq.write_table(make_table(schema, 120), raw / "part-0.pq")
-    result = validate(str(raw), str(tmp_path / "validation"), schema, load_validation_config(None))
+    result = validate(str(raw), schema, str(tmp_path / "validation"), load_validation_config(None))
     assert result.rows == 120 and not any(a.code in ("empty_input", "not_parquet") for a in result.anomalies)
-    converted = convert(str(raw), str(tmp_path / "data"), schema, ConvertSettings(shards=1, workers=1))
+    converted = convert(str(raw), schema, str(tmp_path / "data"), ConvertSettings(shards=1, workers=1))
     assert converted.rows == 120

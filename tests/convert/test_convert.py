@@ -47,7 +47,7 @@ def convert(tmp_path: Path, rows: int = 600, **settings) -> tuple[pa.Table, obje
     raw = str(tmp_path / "raw")
     table = write_raw(SCHEMA, raw, rows=rows, files=3, row_group_size=50)
     defaults = {"shards": 3, "workers": 1, "eval_fraction": 0.25}
-    result = run(raw, str(tmp_path / "out"), SCHEMA, ConvertSettings(**{**defaults, **settings}))
+    result = run(raw, SCHEMA, str(tmp_path / "out"), ConvertSettings(**{**defaults, **settings}))
     return table, result
 
 
@@ -96,7 +96,7 @@ def test_same_input_gives_byte_identical_shards_whatever_the_worker_count(tmp_pa
     outputs = []
     for name, workers, batch_rows in (("one", 1, 256), ("two", 2, 256), ("again", 1, 77)):
         settings = ConvertSettings(shards=2, workers=workers, compressor=compressor, batch_rows=batch_rows)
-        result = run(raw, str(tmp_path / name), SCHEMA, settings)
+        result = run(raw, SCHEMA, str(tmp_path / name), settings)
         assert result.manifests["train"].extra["compressor"].startswith(compressor)
         outputs.append({
             f"{split}/{Path(uri).name}": Path(uri).read_bytes()
@@ -137,7 +137,7 @@ def test_null_fails_naming_file_and_row_and_publishes_no_manifest(tmp_path, colu
     pq.write_table(table.slice(0, 60), raw / "part-00000.parquet")
     pq.write_table(_with_null(table.slice(60, 60), column, 17), raw / "part-00001.parquet", row_group_size=8)
     with pytest.raises(DataError, match=rf"part-00001\.parquet: row 17: column '{column}' is null"):
-        run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=2, workers=1))
+        run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=2, workers=1))
     assert not (tmp_path / "out/train/_MANIFEST.json").exists()
     assert not (tmp_path / "out/eval/_MANIFEST.json").exists()
 
@@ -153,7 +153,7 @@ def test_corrupt_pages_behind_a_valid_footer_name_the_file(tmp_path):
         data[offset] ^= 0x5A
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"part-00000\.parquet: rows 0-200: unreadable Parquet data"):
-        run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=1, workers=1))
+        run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=1, workers=1))
     assert not (tmp_path / "out/train/_MANIFEST.json").exists()
 
 
@@ -163,23 +163,23 @@ def test_wrong_type_or_length_is_a_data_error(tmp_path):
     raw.mkdir()
     pq.write_table(table.drop_columns(["tweet_id"]), raw / "a.parquet")
     with pytest.raises(DataError, match=r"a\.parquet: column 'tweet_id' .* is missing"):
-        run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=1, workers=1))
+        run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=1, workers=1))
     lists = [[1, 0] * 8] * 9 + [[1, 0] * 7]  # variable-length lists are accepted if lengths fit
     varied = table.set_column(table.schema.get_field_index("binary"), "binary", pa.array(lists, pa.list_(pa.int8())))
     (raw / "a.parquet").unlink()
     pq.write_table(varied, raw / "b.parquet")
     with pytest.raises(DataError, match=r"b\.parquet: row 9: column 'binary' has 14 values, schema says 16"):
-        run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=1, workers=1))
+        run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=1, workers=1))
 
 
 def test_input_manifest_decides_which_files_are_converted(tmp_path):
     raw = tmp_path / "raw"
     write_raw(SCHEMA, str(raw), rows=90, files=2)
     pq.write_table(make_table(SCHEMA, 50, seed=9), raw / "part-00009.parquet")  # not listed
-    result = run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=2, workers=1))
+    result = run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=2, workers=1))
     assert sum(result.records.values()) == 90
     (raw / "_MANIFEST.json").unlink()
-    result = run(str(raw), str(tmp_path / "out"), SCHEMA, ConvertSettings(shards=2, workers=1))
+    result = run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=2, workers=1))
     assert sum(result.records.values()) == 140
 
 
@@ -214,7 +214,7 @@ def test_killed_conversion_leaves_no_manifest_and_a_rerun_completes(tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "train/_MANIFEST.json").exists() and not (out / "eval/_MANIFEST.json").exists()
-    result = run(raw, str(out), SCHEMA, ConvertSettings(shards=60, workers=1))
+    result = run(raw, SCHEMA, str(out), ConvertSettings(shards=60, workers=1))
     assert sum(result.records.values()) == 30_000
     assert {p.name for p in (out / "train").iterdir()} == {
         Path(u).name for u in result.shard_uris["train"]} | {"_MANIFEST.json"}
@@ -225,7 +225,7 @@ def test_cli_subprocess_with_forked_workers_matches_in_process_output(tmp_path):
     """`recap convert` holds no TensorFlow, so its workers fork; the shards must not change."""
     raw = str(tmp_path / "raw")
     write_raw(SCHEMA, raw, rows=500, files=2, row_group_size=40)
-    expected = run(raw, str(tmp_path / "here"), SCHEMA, ConvertSettings(shards=3, workers=1))
+    expected = run(raw, SCHEMA, str(tmp_path / "here"), ConvertSettings(shards=3, workers=1))
     command = [sys.executable, "-m", "components.cli", "convert", "--input", raw, "--out",
                str(tmp_path / "cli"), "--shards", "3", "--workers", "2", "--log-level", "DEBUG"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -36,7 +36,7 @@ ORIGINAL_SPEC = {
 def test_prod_shards_parse_with_the_original_spec(tmp_path):
     schema = load_schema("prod")
     table = write_raw(schema, str(tmp_path / "raw"), rows=24, files=1, row_group_size=8)
-    result = run(str(tmp_path / "raw"), str(tmp_path / "out"), schema,
+    result = run(str(tmp_path / "raw"), schema, str(tmp_path / "out"),
                  ConvertSettings(eval_fraction=0.0, shards=2, workers=1))
     spec = {name: tf.io.FixedLenFeature([length], dtype) for name, (dtype, length) in ORIGINAL_SPEC.items()}
     dataset = tf.data.TFRecordDataset(list(result.shard_uris["train"]), compression_type="GZIP")

@@ -34,7 +34,7 @@ def trained(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("e2e")
     schema = load_schema("local")
     generate(schema, str(root / "raw"), rows=ROWS, files=2, seed=1)
-    convert(str(root / "raw"), str(root / "data"), schema,
+    convert(str(root / "raw"), schema, str(root / "data"),
             ConvertSettings(shards=2, workers=1, eval_fraction=0.25))
     command = torchrun_command(str(REPO_ROOT / "configs" / "local.yaml"), overrides={
         "train_data": str(root / "data" / "train"), "validation_data": str(root / "data" / "eval"),

@@ -42,9 +42,9 @@ def test_a_task_added_in_the_schema_is_generated_validated_converted_trained_and
     raw, data = str(tmp_path / "raw"), str(tmp_path / "data")
     generated = generate(schema, raw, rows=3_000, files=1, seed=1)
     assert generated.oracle["tasks"][NEW]["positives"] > 0
-    validated = validate(raw, str(tmp_path / "validation"), schema, load_validation_config(None))
+    validated = validate(raw, schema, str(tmp_path / "validation"), load_validation_config(None))
     assert not validated.has_errors, [a.message for a in validated.errors]
-    convert(raw, data, schema, ConvertSettings(shards=1, workers=1))
+    convert(raw, schema, data, ConvertSettings(shards=1, workers=1))
     config = load_train_config(str(copy / "configs" / "local.yaml"),
                                {"training.num_train_steps": 4, "train_data.global_batch_size": 64,
                                 "validation_data.global_batch_size": 64})

@@ -43,9 +43,10 @@ def add_an_anomaly_code(components) -> None:
 
 VALIDATE = """
 import json, sys
+from components.common.schema import load_schema
 from components.validate import load_validation_config, run
 config = load_validation_config(None).model_copy(update={"severity": json.loads(sys.argv[3])})
-result = run(sys.argv[1], sys.argv[2], "local", config)
+result = run(sys.argv[1], load_schema("local"), sys.argv[2], config)
 print(json.dumps([[a.code, a.severity, a.column] for a in result.anomalies]))
 """
 

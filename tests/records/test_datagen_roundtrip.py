@@ -33,7 +33,7 @@ def generated_table(raw_uri: str) -> pa.Table:
 def test_generate_convert_read_returns_the_generated_rows(storage_root):
     raw, out = storage.join(storage_root, "raw"), storage.join(storage_root, "out")
     datagen.generate(SCHEMA, raw, rows=400, files=2, seed=7)
-    result = run(raw, out, SCHEMA, ConvertSettings(shards=3, workers=1, eval_fraction=0.2))
+    result = run(raw, SCHEMA, out, ConvertSettings(shards=3, workers=1, eval_fraction=0.2))
     options = ReaderOptions(batch_size=128, num_parallel_reads=2)
     batches = [b for split in ("train", "eval") for b in read_batches(result.manifest_uris[split], SCHEMA, options)]
     got = batch_columns(SCHEMA, batches)

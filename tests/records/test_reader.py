@@ -34,7 +34,7 @@ def dataset(tmp_path_factory):
     """600 local rows converted into 5 shards per split; the source table alongside."""
     root = tmp_path_factory.mktemp("reader")
     table = write_raw(SCHEMA, str(root / "raw"), rows=600, files=2, row_group_size=40)
-    run(str(root / "raw"), str(root / "out"), SCHEMA, ConvertSettings(shards=5, workers=1, eval_fraction=0.25))
+    run(str(root / "raw"), SCHEMA, str(root / "out"), ConvertSettings(shards=5, workers=1, eval_fraction=0.25))
     return root / "out", table
 
 
@@ -45,7 +45,7 @@ def tweet_ids(batches) -> list[int]:
 def test_round_trip_returns_exactly_the_source_rows(storage_root):
     raw, out = storage.join(storage_root, "raw"), storage.join(storage_root, "out")
     table = write_raw(SCHEMA, raw, rows=300, files=2, row_group_size=40)
-    result = run(raw, out, SCHEMA, ConvertSettings(shards=3, workers=2, eval_fraction=0.3))
+    result = run(raw, SCHEMA, out, ConvertSettings(shards=3, workers=2, eval_fraction=0.3))
     options = ReaderOptions(batch_size=64, num_parallel_reads=2)
     train = list(read_batches(storage.join(out, "train"), SCHEMA, options))
     evals = list(read_batches(result.manifest_uris["eval"], SCHEMA, options))
@@ -62,7 +62,7 @@ def test_weights_follow_the_downsampling_rates(tmp_path):
     (tmp_path / "schema.yaml").write_text(yaml.safe_dump(data))
     schema = load_schema(str(tmp_path / "schema.yaml"))
     write_raw(schema, str(tmp_path / "raw"), rows=80, files=1)
-    run(str(tmp_path / "raw"), str(tmp_path / "out"), schema, ConvertSettings(shards=1, workers=1))
+    run(str(tmp_path / "raw"), schema, str(tmp_path / "out"), ConvertSettings(shards=1, workers=1))
     (batch,) = read_batches(str(tmp_path / "out/train"), schema, ReaderOptions(batch_size=1000))
     neg = np.array([t.neg_downsampling_rate for t in schema.tasks], dtype=np.float32)
     y = batch.labels.numpy()

@@ -28,7 +28,7 @@ ENV = DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, device=tor
 def eval_split(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-source")
     write_raw(SCHEMA, str(root / "raw"), rows=240, files=1, row_group_size=60)
-    run(str(root / "raw"), str(root / "out"), SCHEMA, ConvertSettings(shards=4, workers=1, eval_fraction=0.5))
+    run(str(root / "raw"), SCHEMA, str(root / "out"), ConvertSettings(shards=4, workers=1, eval_fraction=0.5))
     return str(root / "out" / "eval")
 
 

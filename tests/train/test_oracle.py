@@ -33,7 +33,7 @@ def converted(tmp_path_factory):
     schema = load_schema("local")
     generate(schema, str(root / "raw"), rows=ROWS, files=2, seed=1)
     # Split by tweet: users and authors recur in the held-out rows, so their ID tables matter.
-    convert(str(root / "raw"), str(root / "data"), schema,
+    convert(str(root / "raw"), schema, str(root / "data"),
             ConvertSettings(shards=4, workers=2, eval_fraction=0.2, split_key="tweet_id"))
     return root
 

@@ -18,7 +18,7 @@ from tests.train.conftest import tiny_config_data, write_config
 def test_run_trains_from_the_uris_it_is_given_and_exports_under_out(tmp_path):
     schema = load_schema("local")
     write_raw(schema, str(tmp_path / "raw"), rows=400, files=1)
-    convert(str(tmp_path / "raw"), str(tmp_path / "data"), schema, ConvertSettings(shards=2, workers=1, eval_fraction=0.3))
+    convert(str(tmp_path / "raw"), schema, str(tmp_path / "data"), ConvertSettings(shards=2, workers=1, eval_fraction=0.3))
     data = tiny_config_data("unused/save_dir", steps=4)
     data["train_data"] |= {"inputs": "unused/train", "global_batch_size": 16}
     config = load_train_config(write_config(tmp_path / "c.yaml", data))

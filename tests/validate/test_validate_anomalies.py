@@ -10,7 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.validate import CODES, run
+from components.validate import CODES, load_validation_config, run
+
+BUNDLED = load_validation_config(None)  # configs/validation.yaml
 
 
 def _set(table: pa.Table, name: str, array: pa.Array) -> pa.Table:
@@ -146,7 +148,7 @@ def test_every_code_has_a_crafted_case() -> None:
 def test_code_is_reported_with_column_file_and_row(code, write_files, clean_data, clean_table, tmp_path,
                                                    local_schema) -> None:
     source, column, file_name, row = CASES[code](write_files, clean_data, clean_table, tmp_path)
-    result = run(source, str(tmp_path / "out"), local_schema)
+    result = run(source, local_schema, str(tmp_path / "out"), BUNDLED)
     found = [a for a in result.anomalies if a.code == code and a.column == column]
     assert found, [(a.code, a.column, a.message) for a in result.anomalies]
     anomaly = found[0]
@@ -165,7 +167,7 @@ def test_code_is_reported_with_column_file_and_row(code, write_files, clean_data
 
 def test_non_finite_names_the_element(write_files, clean_table, tmp_path, local_schema) -> None:
     source, *_ = case_non_finite(write_files, None, clean_table, tmp_path)
-    (anomaly,) = [a for a in run(source, str(tmp_path / "out"), local_schema).anomalies if a.code == "non_finite"]
+    (anomaly,) = [a for a in run(source, local_schema, str(tmp_path / "out"), BUNDLED).anomalies if a.code == "non_finite"]
     assert anomaly.details["elements"] == [5] and anomaly.details["shares"][0] == pytest.approx(0.5, abs=0.01)
 
 
@@ -174,7 +176,7 @@ def test_rows_after_a_null_keep_their_file_row_numbers(write_files, clean_table,
     values = clean_table.column("is_favorited").to_pylist()
     values[2], values[10] = None, 2
     table = _set(clean_table, "is_favorited", pa.array(values, type=pa.int8()))
-    result = run(write_files({"p.parquet": table}), str(tmp_path / "out"), local_schema)
+    result = run(write_files({"p.parquet": table}), local_schema, str(tmp_path / "out"), BUNDLED)
     by_code = {a.code: a for a in result.anomalies}
     assert [e["row"] for e in by_code["label_null"].examples] == [2]
     assert [e["row"] for e in by_code["label_not_binary"].examples] == [10]
@@ -184,7 +186,7 @@ def test_severity_override_from_config(write_files, clean_table, tmp_path, local
     from components.validate import ValidationConfig
 
     source = write_files({"part.parquet": clean_table, "notes.txt": b"hello"})
-    result = run(source, str(tmp_path / "out"), local_schema, ValidationConfig(severity={"not_parquet": "error"}))
+    result = run(source, local_schema, str(tmp_path / "out"), ValidationConfig(severity={"not_parquet": "error"}))
     assert result.has_errors and [a.code for a in result.errors] == ["not_parquet"]
 
 
@@ -193,13 +195,13 @@ def test_wrong_width_values_are_still_checked(write_files, clean_table, tmp_path
     values = _matrix(clean_table, "binary").astype(np.int64)
     values[11, 0] = 256
     source = write_files({"p.parquet": _set(clean_table, "binary", _fixed(values, pa.int64()))})
-    found = {(a.code, a.column): a for a in run(source, str(tmp_path / "out"), local_schema).anomalies}
+    found = {(a.code, a.column): a for a in run(source, local_schema, str(tmp_path / "out"), BUNDLED).anomalies}
     assert ("wrong_type", "binary") in found
     assert [e["row"] for e in found[("binary_out_of_range", "binary")].examples] == [11]
 
 
 def test_an_empty_directory_is_empty_input(tmp_path, local_schema) -> None:
     (tmp_path / "in").mkdir()
-    result = run(str(tmp_path / "in"), str(tmp_path / "out"), local_schema)
+    result = run(str(tmp_path / "in"), local_schema, str(tmp_path / "out"), BUNDLED)
     assert [(a.code, a.severity) for a in result.anomalies] == [("empty_input", "error")]
     assert Path(result.report_uri).exists()

@@ -17,11 +17,13 @@ from components.common.errors import ConfigError
 from components.datagen import generate, read_oracle
 from components.validate import ValidationConfig, load_validation_config, run
 
+BUNDLED = load_validation_config(None)  # configs/validation.yaml
+
 
 @pytest.fixture(scope="module")
 def clean_result(clean_data, local_schema, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("val") / "out")
-    return run(clean_data, out, local_schema), out
+    return run(clean_data, local_schema, out, BUNDLED), out
 
 
 def test_clean_generated_data_passes_without_any_anomaly(clean_result) -> None:
@@ -112,14 +114,14 @@ def drift_runs(tmp_path_factory, local_schema):
     root = tmp_path_factory.mktemp("drift")
     for name, seed, shift in (("reference", 1, 0.0), ("same", 2, 0.0), ("shifted", 2, 1.0)):
         generate(local_schema, str(root / name), rows=6_000, files=1, seed=seed, shift=shift)
-    reference = run(str(root / "reference"), str(root / "reference-val"), local_schema)
+    reference = run(str(root / "reference"), local_schema, str(root / "reference-val"), BUNDLED)
     assert not reference.has_errors
     return root, reference.statistics_uri
 
 
 def test_no_drift_when_only_the_seed_changes(drift_runs, local_schema) -> None:
     root, reference = drift_runs
-    result = run(str(root / "same"), str(root / "same-val"), local_schema, reference_stats_uri=reference)
+    result = run(str(root / "same"), local_schema, str(root / "same-val"), BUNDLED, reference_stats_uri=reference)
     assert result.anomalies == ()
     drift = json.loads(Path(result.statistics_uri).read_text())["drift"]["columns"]
     assert drift["continuous"]["measure"] == "js" and drift["binary"]["measure"] == "linf"
@@ -128,7 +130,7 @@ def test_no_drift_when_only_the_seed_changes(drift_runs, local_schema) -> None:
 
 def test_drift_flagged_when_the_generator_is_shifted(drift_runs, local_schema) -> None:
     root, reference = drift_runs
-    result = run(str(root / "shifted"), str(root / "shifted-val"), local_schema, reference_stats_uri=reference)
+    result = run(str(root / "shifted"), local_schema, str(root / "shifted-val"), BUNDLED, reference_stats_uri=reference)
     flagged = {(a.code, a.column) for a in result.anomalies}
     assert {("drift_numeric", "continuous"), ("drift_numeric", "twhin_user_follow"),
             ("drift_categorical", "binary"), ("drift_categorical", "discrete")} <= flagged
@@ -145,7 +147,7 @@ def test_reference_from_another_schema_is_reported(drift_runs, local_schema, tmp
     other["columns"]["continuous"]["length"] = 6000
     path = tmp_path / "other.json"
     path.write_text(json.dumps(other))
-    result = run(str(root / "same"), str(tmp_path / "out"), local_schema, reference_stats_uri=str(path))
+    result = run(str(root / "same"), local_schema, str(tmp_path / "out"), BUNDLED, reference_stats_uri=str(path))
     (mismatch,) = [a for a in result.anomalies if a.code == "reference_mismatch"]
     assert mismatch.details["skipped_columns"] == ["continuous"] and not result.has_errors
 

@@ -10,14 +10,17 @@ import pytest
 
 from components.common import storage
 from components.datagen import generate
-from components.validate import run
+from components.validate import load_validation_config, run
+
+BUNDLED = load_validation_config(None)  # configs/validation.yaml
 
 PEAK_MEMORY = """
 import sys, tracemalloc
 tracemalloc.start()  # numpy registers its buffers with tracemalloc
 import pyarrow as pa
-from components.validate import run
-result = run(sys.argv[1], sys.argv[2], "local")
+from components.common.schema import load_schema
+from components.validate import load_validation_config, run
+result = run(sys.argv[1], load_schema("local"), sys.argv[2], load_validation_config(None))
 assert not result.has_errors, [a.message for a in result.anomalies]
 allocated = pa.default_memory_pool().max_memory() + tracemalloc.get_traced_memory()[1]
 # VmHWM is this process's own peak; ru_maxrss would include the parent's RSS at fork
@@ -53,12 +56,12 @@ def test_generate_and_validate_through_gcs(gcs_bucket, local_schema) -> None:
     raw = f"{gcs_bucket}/raw"
     generate(local_schema, raw, rows=2_000, files=2, seed=1)
     assert storage.exists(f"{raw}/_MANIFEST.json") and storage.exists(f"{raw}/oracle.json")
-    result = run(raw, f"{gcs_bucket}/validation", local_schema)
+    result = run(raw, local_schema, f"{gcs_bucket}/validation", BUNDLED)
     assert not result.has_errors and result.rows == 2_000
     assert result.report_uri == f"{gcs_bucket}/validation/report.html"
     stats = json.loads(storage.read_text(result.statistics_uri))
     assert stats["files"][0]["uri"] == f"{raw}/part-00000-of-00002.parquet"
     # a stray object under the prefix is named, and the previous stats work as a gs:// reference
     storage.write_text(f"{raw}/notes.txt", "hello")
-    again = run(raw, f"{gcs_bucket}/validation2", local_schema, reference_stats_uri=result.statistics_uri)
+    again = run(raw, local_schema, f"{gcs_bucket}/validation2", BUNDLED, reference_stats_uri=result.statistics_uri)
     assert [(a.code, a.examples[0]["file"]) for a in again.anomalies] == [("not_parquet", f"{raw}/notes.txt")]

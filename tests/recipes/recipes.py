@@ -9,7 +9,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 RECIPES: dict[str, tuple[str, ...]] = {
-    "Add a task": ("configs/schema/local.yaml", "configs/local.yaml", "configs/prod.yaml"),
+    "Add a task": ("configs/schema/local.yaml", "configs/local.yaml", "configs/evaluate.yaml"),
     "Add an anomaly code": ("components/validate/anomalies.py", "components/validate/rules.py",
                             "components/validate/config.py"),
     "Change the blessing metric": ("configs/evaluate.yaml",),

@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from components.common import storage
 from components.common.errors import DataError
 from components.datagen.constants import ORACLE_FILE
-from components.metrics.binary import BinaryMetricAccumulator, finite_or_none
+from components.metrics.binary import BinaryMetricAccumulator, finite_or_none, read_task_document
 
 
 class OracleAccumulator:
@@ -48,11 +47,5 @@ class OracleAccumulator:
 
 def read_oracle(uri: str) -> dict[str, Any]:
     """Load `oracle.json` given its URI or the dataset directory that holds it."""
-    target = uri if uri.rstrip("/").endswith(".json") else storage.join(uri, ORACLE_FILE)
-    try:
-        data = storage.read_json(target)
-    except FileNotFoundError as exc:
-        raise DataError(f"{target}: no oracle (was this data made by `recap data generate`?)") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
-        raise DataError(f"{target}: malformed oracle, expected a mapping with 'tasks'")
-    return data
+    return read_task_document(uri, ORACLE_FILE, "no oracle (was this data made by `recap data generate`?)",
+                              DataError)

@@ -13,11 +13,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from components.common import storage
-from components.common.errors import DataError, StorageError
+from components.common.errors import StorageError
 from components.evaluate.config import BlessingConfig
 from components.evaluate.constants import METRICS_FILE
-from components.metrics.binary import finite_or_none
+from components.metrics.binary import finite_or_none, read_task_document
 
 NAN_CHECKED = ("auroc", "average_precision", "log_loss", "rce", "nrce", "calibration")
 
@@ -67,14 +66,7 @@ def as_float(value: Any) -> float:
 
 def read_baseline(uri: str) -> dict[str, Any]:
     """A baseline is a previous evaluation's metrics.json, or the directory holding it."""
-    target = uri if uri.endswith(".json") else storage.join(uri, METRICS_FILE)
-    try:
-        data = storage.read_json(target)
-    except FileNotFoundError as exc:
-        raise StorageError(f"{target}: baseline metrics not found") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
-        raise DataError(f"{target}: not a recap metrics file (no 'tasks' mapping)")
-    return data
+    return read_task_document(uri, METRICS_FILE, "baseline metrics not found", StorageError)
 
 
 def _compare(metric: str, values: dict[str, Any], base_task: dict[str, Any], config: BlessingConfig,

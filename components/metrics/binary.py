@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from components.common import storage
+from components.common.errors import DataError
+
 EPSILON = 1e-7  # predictions are clipped to [1e-7, 1 - 1e-7], as the original's RCE does
 LOGIT_LIMIT = math.log((1 - EPSILON) / EPSILON)
 # Which way is better for each scalar a blessing may judge (config.BlessingConfig).
@@ -66,6 +69,20 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_or_none(v) for v in value]
     return value
+
+
+def read_task_document(uri: str, file_name: str, missing: str, missing_error: type[Exception]) -> dict[str, Any]:
+    """A per-task metrics document (`{"tasks": {task: {metric: value}}, ...}`: metrics.json,
+    oracle.json) given its URI or the directory holding `file_name`; a missing one raises
+    `missing_error` with the `missing` explanation."""
+    target = uri if uri.rstrip("/").endswith(".json") else storage.join(uri, file_name)
+    try:
+        data = storage.read_json(target)
+    except FileNotFoundError as exc:
+        raise missing_error(f"{target}: {missing}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+        raise DataError(f"{target}: not a per-task metrics document (no 'tasks' mapping)")
+    return data
 
 
 @dataclass(frozen=True)

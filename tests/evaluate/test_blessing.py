@@ -97,7 +97,7 @@ def test_read_baseline_accepts_a_file_or_its_directory_and_names_bad_ones(tmp_pa
     with pytest.raises(StorageError, match="missing.json: baseline metrics not found"):
         read_baseline(str(tmp_path / "missing.json"))
     (tmp_path / "other.json").write_text('{"rows": 3}')
-    with pytest.raises(DataError, match="other.json: not a recap metrics file"):
+    with pytest.raises(DataError, match="other.json: not a per-task metrics document"):
         read_baseline(str(tmp_path / "other.json"))
 
 

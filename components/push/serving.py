@@ -25,6 +25,7 @@ from components.push.constants import LATEST_FILE
 
 log = logging.getLogger(__name__)
 
+
 def serving_root(serving_uri: str, data_root: str) -> str:
     """The serving location: `serving_uri`, else `<data_root>/serving`; one of them is required."""
     if serving_uri:

@@ -38,7 +38,7 @@ BY_NAME = {flag.name: flag for flag in OVERRIDES}
 
 def add_trainer_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                           config_required: bool = True) -> None:
-    """The trainer's flags on `parser` (the trainer itself, `recap train`, `recap launch`)."""
+    """The trainer's flags on `parser` (the trainer itself, `recap train`)."""
     parser.add_argument(f"--{CONFIG_PATH}", "--config-path", dest=CONFIG_PATH, required=config_required,
                         help="trainer YAML (e.g. configs/local.yaml), local or gs://")
     parser.add_argument(f"--{DEBUG_LOOP}", "--debug-loop", dest=DEBUG_LOOP, action="store_true",

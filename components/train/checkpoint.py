@@ -27,11 +27,11 @@ import torch.distributed.checkpoint as dcp
 
 from components.common import storage
 from components.common.errors import StorageError
+from components.train.constants import COMMIT_MARKER
 from components.train.distributed import together
 
 log = logging.getLogger(__name__)
 
-COMMIT_MARKER = "_COMMITTED"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 

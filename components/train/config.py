@@ -15,6 +15,7 @@ from components.common.config import StrictModel, parse_config, read_yaml, set_o
 from components.common.errors import ConfigError
 from components.common.schema import Schema, load_schema
 from components.ranker.config import ModelConfig
+from components.train.constants import MODEL_SUBDIR
 
 # --------------------------------------------------------------------------- training
 
@@ -156,7 +157,7 @@ class RecapConfig(StrictModel):
     def model_dir(self) -> str:
         from components.common import storage
 
-        return self.training.model_dir or storage.join(self.training.save_dir, "model")
+        return self.training.model_dir or storage.join(self.training.save_dir, MODEL_SUBDIR)
 
     def load_schema(self) -> Schema:
         return load_schema(self.train_data.seg_dense_schema)

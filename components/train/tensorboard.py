@@ -13,6 +13,7 @@ from pathlib import Path
 from components.common import storage
 from components.train import checkpoint
 from components.train.config import RecapConfig
+from components.train.constants import TENSORBOARD_SUBDIR
 from components.train.distributed import DistEnv
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class TensorBoard:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        target = storage.join(config.training.save_dir, "tensorboard")
+        target = storage.join(config.training.save_dir, TENSORBOARD_SUBDIR)
         if storage.is_gcs(target):
             self.remote = target
             local = checkpoint.staging_dir(target)

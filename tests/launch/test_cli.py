@@ -7,7 +7,8 @@ import json
 import pytest
 
 from components.cli import main
-from tests.launch.fake_k8s import SUCCESS_SCRIPT, FakeJob, FakeKubernetes
+from tests.launch.fake_k8s import SUCCEEDS, FakeKubernetes
+from tests.launch.training_operator import OperatorJob
 
 TRAINER = ["--config-path", "configs/local.yaml", "--train-data", "gs://b/tf/train", "--validation-data",
            "gs://b/tf/eval", "--save-dir", "gs://b/ckpt", "--model-dir", "gs://b/model"]
@@ -25,6 +26,17 @@ def test_dry_run_prints_the_pytorchjob_named_after_the_run(capsys):
     assert "--num_train_steps=9" in args and "--nnodes=2" in args
 
 
+def test_kubernetes_backend_does_not_look_for_the_config_on_this_disk(capsys, tmp_path, monkeypatch):
+    """The config path is read inside the train image (WORKDIR /opt/recap), not here."""
+    monkeypatch.chdir(tmp_path)  # outside a checkout: configs/prod.yaml does not exist here
+    args = ["launch", "--dry-run", "--run-id", "r1", "--image", "r/recap-train:1", *TRAINER]
+    args[args.index("configs/local.yaml")] = "configs/prod.yaml"
+    assert main([*args, "--backend", "kubernetes"]) == 0
+    assert "--config_path=configs/prod.yaml" in capsys.readouterr().out
+    assert main([*args, "--backend", "local"]) == 2
+    assert "configs/prod.yaml: config file not found" in capsys.readouterr().err
+
+
 def test_missing_trainer_arguments_are_a_usage_error(capsys):
     assert main(["launch", "--run-id", "x"]) == 2
     assert "missing --config-path" in capsys.readouterr().err
@@ -32,10 +44,10 @@ def test_missing_trainer_arguments_are_a_usage_error(capsys):
 
 @pytest.mark.integration
 def test_delete_action_removes_the_runs_job(tmp_path):
-    with FakeKubernetes(script=SUCCESS_SCRIPT) as fake:
+    with FakeKubernetes(scenario=SUCCEEDS) as fake:
         kubeconfig = fake.kubeconfig(tmp_path / "kc")
         left_behind = {"metadata": {"name": "recap-train-6f1c-77"}, "spec": {"pytorchReplicaSpecs": {}}}
-        fake.jobs[("kubeflow", "recap-train-6f1c-77")] = FakeJob(body=left_behind, script=SUCCESS_SCRIPT)
+        fake.jobs[("kubeflow", "recap-train-6f1c-77")] = OperatorJob(left_behind, SUCCEEDS, fake.clock)
         assert main(["launch", "--delete", "--run-id", "6f1c-77", "--kubeconfig", kubeconfig]) == 0
         assert fake.calls == [("DELETE", "/apis/kubeflow.org/v1/namespaces/kubeflow/pytorchjobs/recap-train-6f1c-77")]
         assert fake.jobs == {}

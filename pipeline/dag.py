@@ -26,13 +26,12 @@ from typing import Any
 
 from kfp import dsl
 
-from pipeline.components import STEP_IMAGES, make_components
+# The step pods mount a GCS key Secret where the training pods do.
+from components.launch.pytorchjob import GCS_KEY_MOUNT
 from pipeline.images import IMAGE_PARAMETERS, ImageSettings
+from pipeline.kfp_components import STEP_IMAGES, make_components
 
 PIPELINE_NAME = "recap-heavy-ranker"
-# Same path as components.launch.pytorchjob.GCS_KEY_MOUNT (tests/pipeline checks they agree). Not imported:
-# `kfp dsl compile --py pipeline/dag.py` puts pipeline/ first on sys.path, where `components` is components.py.
-GCS_KEY_MOUNT = "/var/secrets/google"
 # The env var google-cloud-storage reads to talk to an emulator instead of GCS.
 STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 

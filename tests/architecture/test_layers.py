@@ -16,7 +16,7 @@ import ast
 
 import pytest
 
-from tests.architecture.imports import cycles, graph, imports, modules, third_party
+from tests.architecture.imports import REPO_ROOT, cycles, graph, imports, modules, third_party
 
 STEPS = ("datagen", "validate", "convert", "train", "evaluate", "push", "launch")
 CONTRACTS = ("records", "ranker", "exported_model", "metrics", "trainer_command")
@@ -94,3 +94,10 @@ def test_loading_an_exported_model_needs_nothing_of_training():
 def test_the_exceptions_still_exist():
     """An entry of NOT_YET that no longer happens must be removed from the list."""
     assert all(target in EDGES[source] for source, target in NOT_YET)
+
+
+def test_no_module_of_pipeline_shadows_a_package():
+    """`kfp dsl compile --py pipeline/dag.py` puts pipeline/ first on sys.path: a module there
+    named like a package (ours or one we import) would be imported in its place."""
+    imported = set().union(*(third_party(path) for path in modules().values())) | {"components", "pipeline"}
+    assert sorted(p.stem for p in (REPO_ROOT / "pipeline").glob("*.py") if p.stem in imported) == []

@@ -24,7 +24,6 @@ from pipeline.backend_resolve import (
     resolve,
     resolve_pod_spec_field,
 )
-from pipeline.components import STEP_IMAGES
 from pipeline.dag import (
     GCS_KEY_MOUNT,
     RESOURCES,
@@ -33,6 +32,7 @@ from pipeline.dag import (
     compile_pipeline,
 )
 from pipeline.images import IMAGE_PARAMETERS, ImageSettings
+from pipeline.kfp_components import STEP_IMAGES
 from tests.docker.build_files import DOCKER_DIR, bake_targets, parse_dockerfile
 
 # A Docker image reference: [registry[:port]/]path[:tag] (lowercase path, tag <= 128 chars).

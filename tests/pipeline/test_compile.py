@@ -146,10 +146,3 @@ def test_compile_from_the_command_line(tool, tmp_path):
     if tool == "recap":
         default = spec.root.input_definitions.parameters["launch_image"].default_value.string_value
         assert default.endswith("/recap-launch:9.9.9")
-
-
-def test_kfp_pods_and_pytorchjob_pods_mount_the_gcs_key_at_one_path():
-    from components.launch import pytorchjob
-    from pipeline import dag
-
-    assert dag.GCS_KEY_MOUNT == pytorchjob.GCS_KEY_MOUNT

@@ -7,8 +7,8 @@ import pytest
 from kfp import dsl
 
 from components.launch import job_name
-from pipeline.components import make_components
 from pipeline.images import ImageSettings
+from pipeline.kfp_components import make_components
 from tests.launch.fake_k8s import RUNS_FOREVER, SUCCEEDS, FakeKubernetes
 
 pytestmark = pytest.mark.integration

@@ -52,8 +52,8 @@ def test_record_location_is_read_back_by_consumers(tmp_path):
 
 def test_push_step_publishes_the_models_data_location(tmp_path):
     """The KFP push body is a thin call: the model's data location goes to components.push."""
-    from pipeline.components import make_components
     from pipeline.images import ImageSettings
+    from pipeline.kfp_components import make_components
 
     data = tmp_path / "data/train-1/model"
     storage.write_text(str(data / "weights.pt"), "w")

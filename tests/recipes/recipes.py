@@ -13,7 +13,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "Add an anomaly code": ("components/validate/anomalies.py", "components/validate/rules.py",
                             "components/validate/config.py"),
     "Change the blessing metric": ("configs/evaluate.yaml",),
-    "Add a pipeline parameter": ("pipeline/dag.py", "pipeline/components.py"),
+    "Add a pipeline parameter": ("pipeline/dag.py", "pipeline/kfp_components.py"),
 }
 
 

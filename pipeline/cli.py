@@ -71,7 +71,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procs-per-worker", type=int, default=1, help="processes per node")
     parser.add_argument("--num-train-steps", type=int, default=0, help="override the config's steps (0 = keep)")
     parser.add_argument("--baseline-metrics-uri", default="", help="metrics.json of the model to beat")
-    parser.add_argument("--blessing-tolerance", type=float, default=0.005, help="allowed AUROC drop vs baseline")
+    parser.add_argument("--evaluate-config", default="", help="evaluation and blessing config YAML "
+                        "(default: the bundled configs/evaluate.yaml)")
     parser.add_argument("--serving-uri", default="", help="push target (default: <root>/serving)")
     parser.add_argument("--pipeline-root", default=None, help="kfp.local's artifact root (default: <root>/kfp)")
     parser.add_argument("--cache", action="store_true", help="reuse kfp.local cached step outputs")
@@ -107,7 +108,7 @@ def run_run(args: argparse.Namespace) -> int:
         result = run_local(
             args.raw, args.root, args.train_config, schema=args.schema, num_workers=args.num_workers,
             procs_per_worker=args.procs_per_worker, num_train_steps=args.num_train_steps,
-            baseline_metrics_uri=args.baseline_metrics_uri, blessing_tolerance=args.blessing_tolerance,
+            baseline_metrics_uri=args.baseline_metrics_uri, evaluate_config=args.evaluate_config,
             serving_uri=args.serving_uri, pipeline_root=args.pipeline_root, enable_caching=args.cache,
             extra_params=parse_params(args.param, _parameter_types()),
         )

@@ -117,7 +117,6 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
         evaluate_image: str = default_images["evaluate_image"],
         launch_image: str = default_images["launch_image"],
         baseline_metrics_uri: str = "",
-        blessing_tolerance: float = 0.005,
         cache_key: str = "",
         trainer_service_account: str = "recap-trainer",
     ) -> None:
@@ -157,8 +156,7 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
             )
             evaluated = _configure(
                 ops.evaluate(model=trained.outputs["model"], tfrecords=converted.outputs["tfrecords"],
-                             evaluate_config=evaluate_config, baseline_metrics_uri=baseline_metrics_uri,
-                             blessing_tolerance=blessing_tolerance),
+                             evaluate_config=evaluate_config, baseline_metrics_uri=baseline_metrics_uri),
                 "evaluate", options, images,
             )
             with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712

@@ -67,6 +67,7 @@ def convert(
     from components.common.logs import setup_logging
     from components.common.schema import load_schema
     from components.convert import ConvertSettings, run
+    from components.records.layout import EVAL_SPLIT, TRAIN_SPLIT, split_uri
     from pipeline import runtime
 
     setup_logging()
@@ -74,8 +75,8 @@ def convert(
     location = runtime.data_location(tfrecords.uri, data_root)
     result = run(raw_data_uri, load_schema(schema), location, settings)
     runtime.record_location(
-        tfrecords, location, train_uri=f"{location}/train", eval_uri=f"{location}/eval",
-        train_records=result.records.get("train"), eval_records=result.records.get("eval"),
+        tfrecords, location, train_uri=split_uri(location, TRAIN_SPLIT), eval_uri=split_uri(location, EVAL_SPLIT),
+        train_records=result.records.get(TRAIN_SPLIT), eval_records=result.records.get(EVAL_SPLIT),
         rows_per_s=round(result.rows_per_s, 1),
     )
 
@@ -107,18 +108,22 @@ def train(
     """
     import os
 
+    from components.common import storage
     from components.common.logs import setup_logging
-    from components.launch import LaunchSpec, TrainerArgs, job_name
+    from components.launch import LaunchSpec, job_name
     from components.launch import run as launch
+    from components.records.layout import EVAL_SPLIT, TRAIN_SPLIT, split_uri
+    from components.train.constants import MODEL_SUBDIR
+    from components.trainer_command.flags import TrainerArgs
     from pipeline import runtime
 
     setup_logging()
     data = runtime.data_uri(tfrecords)
     location = runtime.data_location(model.uri, data_root)
-    args = TrainerArgs(
-        config_path=train_config, train_data=f"{data}/train", validation_data=f"{data}/eval",
-        save_dir=f"{location}/checkpoints", model_dir=f"{location}/model",
-        extra=(("num_train_steps", str(num_train_steps)),) if num_train_steps > 0 else (),
+    checkpoints, exported = storage.join(location, "checkpoints"), storage.join(location, MODEL_SUBDIR)
+    args = TrainerArgs.of(
+        train_config, train_data=split_uri(data, TRAIN_SPLIT), validation_data=split_uri(data, EVAL_SPLIT),
+        save_dir=checkpoints, model_dir=exported, num_train_steps=num_train_steps if num_train_steps > 0 else None,
     )
     spec = LaunchSpec(
         job_name=job_name(run_id), image=train_image, namespace=namespace, num_workers=num_workers,
@@ -129,7 +134,7 @@ def train(
     )
     result = launch(spec, args, backend=backend)
     model.metadata["framework"] = "pytorch"
-    runtime.record_location(model, f"{location}/model", checkpoints_uri=f"{location}/checkpoints",
+    runtime.record_location(model, exported, checkpoints_uri=checkpoints,
                             job_name=result.job_name, backend=backend, train_seconds=round(result.seconds, 1))
 
 
@@ -150,13 +155,16 @@ def evaluate(
     tfrecords: Input[Dataset],
     evaluate_config: str,
     baseline_metrics_uri: str,
-    blessing_tolerance: float,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str)]):
-    """Metrics on the eval split, the HTML report and the blessing against the baseline."""
+    """Metrics on the eval split, the HTML report and the blessing against the baseline.
+
+    The blessing's criteria come from `evaluate_config` (a YAML path or gs:// URI; empty: the
+    bundled configs/evaluate.yaml).
+    """
     import collections
     import os
 
@@ -164,16 +172,18 @@ def evaluate(
     from components.common.logs import setup_logging
     from components.evaluate import run
     from components.evaluate.config import load_evaluate_config
+    from components.evaluate.constants import CLASSIFICATION_FILE, KFP_METRICS_FILE, REPORT_FILE
+    from components.records.layout import EVAL_SPLIT, split_uri
     from pipeline import runtime
 
     setup_logging()
-    config = load_evaluate_config(evaluate_config or None, {"blessing.baseline.auroc.tolerance": blessing_tolerance})
+    config = load_evaluate_config(evaluate_config or None)
     os.makedirs(evaluation.path, exist_ok=True)
-    result = run(runtime.data_uri(model), f"{runtime.data_uri(tfrecords)}/eval", evaluation.path, config,
-                 baseline_metrics_uri or None)
-    runtime.log_scalars(metrics, storage.read_json(f"{evaluation.path}/kfp_metrics.json"))
-    runtime.log_classification(classification, storage.read_json(f"{evaluation.path}/classification.json"))
-    runtime.copy_file(f"{evaluation.path}/report.html", report.path)
+    result = run(runtime.data_uri(model), split_uri(runtime.data_uri(tfrecords), EVAL_SPLIT), evaluation.path,
+                 config, baseline_metrics_uri or None)
+    runtime.log_scalars(metrics, storage.read_json(storage.join(evaluation.path, KFP_METRICS_FILE)))
+    runtime.log_classification(classification, storage.read_json(storage.join(evaluation.path, CLASSIFICATION_FILE)))
+    runtime.copy_file(storage.join(evaluation.path, REPORT_FILE), report.path)
     evaluation.metadata.update({"blessed": result.blessed, "examples": result.examples})
     return collections.namedtuple("EvaluateOutputs", ["blessed", "reason"])(result.blessed, result.blessing.reason)
 
@@ -190,16 +200,17 @@ def push(
     data_root: str,
     version: str,
 ) -> NamedTuple("PushOutputs", [("serving_model_uri", str)]):
-    """Copy the blessed model to `<serving>/<version>/` and move the `LATEST` pointer to it."""
+    """Copy the model to `<serving>/<version>/` and move the `LATEST` pointer to it, if its
+    evaluation blessed it: push checks blessing.json itself, the DAG's branch is not the only guard."""
     import collections
 
     from components.common.logs import setup_logging
-    from components.push import push_model, serving_root
+    from components.push import PushConfig, run, serving_root
     from pipeline import runtime
 
     setup_logging()
-    target = push_model(runtime.data_uri(model), serving_root(serving_uri, data_root), version,
-                        extra={"evaluation_uri": evaluation.uri})
+    target = run(runtime.data_uri(model), evaluation.path, serving_root(serving_uri, data_root),
+                 PushConfig(version=version), extra={"evaluation_uri": evaluation.uri})
     return collections.namedtuple("PushOutputs", ["serving_model_uri"])(target)
 
 

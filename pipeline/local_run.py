@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import storage
+from components.evaluate.constants import METRICS_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,8 @@ def collect(run_dir: Path, succeeded: bool, failed: tuple[str, ...], seconds: fl
         validation_report=report["uri"] if report else None,
         validation_passed=None if passed is None else bool(passed),
         evaluation_dir=evaluation_dir,
-        report=f"{evaluation_dir}/report.html" if evaluation_dir else None,
-        metrics=f"{evaluation_dir}/metrics.json" if evaluation_dir else None,
+        report=storage.join(evaluation_dir, REPORT_FILE) if evaluation_dir else None,
+        metrics=storage.join(evaluation_dir, METRICS_FILE) if evaluation_dir else None,
         model_uri=(train.get("metadata") or {}).get("data_uri") if train else None,
         blessed=None if blessed is None else bool(blessed),
         serving_model_uri=_parameter(push, "serving_model_uri"),
@@ -129,7 +130,6 @@ def run_local(
     procs_per_worker: int = 1,
     num_train_steps: int = 0,
     baseline_metrics_uri: str = "",
-    blessing_tolerance: float = 0.005,
     validate_config: str = "",
     convert_config: str = "",
     evaluate_config: str = "",
@@ -154,8 +154,7 @@ def run_local(
         "schema": schema, "validate_config": validate_config, "convert_config": convert_config,
         "evaluate_config": evaluate_config, "reference_stats_uri": reference_stats_uri,
         "num_workers": num_workers, "procs_per_worker": procs_per_worker, "num_train_steps": num_train_steps,
-        "train_backend": "local", "baseline_metrics_uri": baseline_metrics_uri,
-        "blessing_tolerance": blessing_tolerance, **(extra_params or {}),
+        "train_backend": "local", "baseline_metrics_uri": baseline_metrics_uri, **(extra_params or {}),
     }
     local = _import_kfp_local()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=True,

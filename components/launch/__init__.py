@@ -13,14 +13,14 @@ from components.launch.spec import (
     LaunchResult,
     LaunchSpec,
     LaunchTimeout,
-    TrainerArgs,
     TrainingFailed,
     job_name,
 )
+from components.trainer_command.flags import TrainerArgs
 
 __all__ = [
     "BACKENDS", "ElasticSpec", "LaunchCancelled", "LaunchResult", "LaunchSpec", "LaunchTimeout",
-    "TrainerArgs", "TrainingFailed", "job_name", "run",
+    "TrainingFailed", "job_name", "run",
 ]
 
 

@@ -13,12 +13,14 @@ from components.launch.spec import (
     CLEANUP_POLICIES,
     ElasticSpec,
     LaunchSpec,
-    TrainerArgs,
     fresh_run_id,
     job_name,
 )
+from components.trainer_command.flags import TrainerArgs, add_trainer_arguments, flag_values
 
-TRAINER_FIELDS = ("config_path", "train_data", "validation_data", "save_dir", "model_dir")
+# A launched trainer runs elsewhere (a PyTorchJob, fresh processes): its data and outputs are
+# given explicitly, never taken from the YAML's local defaults.
+REQUIRED_FLAGS = ("train_data", "validation_data", "save_dir", "model_dir")
 
 
 def _pairs(values: list[str], flag: str) -> tuple[tuple[str, str], ...]:
@@ -33,14 +35,8 @@ def _pairs(values: list[str], flag: str) -> tuple[tuple[str, str], ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="local", help="where to run (default: local)")
-    trainer = parser.add_argument_group("trainer (passed to python -m components.train)")
-    trainer.add_argument("--config-path", "--config_path", dest="config_path")
-    trainer.add_argument("--train-data", "--train_data", dest="train_data")
-    trainer.add_argument("--validation-data", "--validation_data", dest="validation_data")
-    trainer.add_argument("--save-dir", "--save_dir", dest="save_dir", help="checkpoints URI")
-    trainer.add_argument("--model-dir", "--model_dir", dest="model_dir", help="exported model URI")
-    trainer.add_argument("--trainer-flag", action="append", default=[], metavar="FLAG=VALUE",
-                         help="another trainer flag, e.g. num_train_steps=50 (repeatable)")
+    add_trainer_arguments(parser.add_argument_group("trainer (passed to python -m components.train)"),
+                          config_required=False)
     job = parser.add_argument_group("job")
     job.add_argument("--run-id", default="", help="pipeline run id; the job name is derived from it")
     job.add_argument("--job-name", default="", help="explicit job name (default: recap-train-<run id>)")
@@ -101,12 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
         delete_job(spec.job_name, spec.namespace, kubeconfig=args.kubeconfig)
         return 0
-    missing = [f"--{k.replace('_', '-')}" for k in TRAINER_FIELDS if not getattr(args, k)]
+    missing = [f"--{k.replace('_', '-')}" for k in ("config_path", *REQUIRED_FLAGS) if not getattr(args, k)]
     if missing:
         raise ConfigError(f"launch: missing {', '.join(missing)}")
-    trainer = TrainerArgs(config_path=args.config_path, train_data=args.train_data,
-                          validation_data=args.validation_data, save_dir=args.save_dir,
-                          model_dir=args.model_dir, extra=_pairs(args.trainer_flag, "--trainer-flag"))
+    trainer = TrainerArgs.of(args.config_path, args.debug_loop, **flag_values(args))
     if args.dry_run:
         from components.launch.pytorchjob import build_pytorchjob, to_manifest
 

@@ -1,8 +1,10 @@
-"""The one trainer command line both backends run, built by `components.train.cli.torchrun_command`."""
+"""The one trainer command line both backends run, built by `components.trainer_command`."""
 
 from __future__ import annotations
 
-from components.launch.spec import LaunchSpec, TrainerArgs
+from components.launch.spec import LaunchSpec
+from components.trainer_command.flags import TrainerArgs
+from components.trainer_command.torchrun import TORCHRUN, torchrun_command
 
 # Inside a PyTorchJob the training operator puts MASTER_ADDR/MASTER_PORT (the master pod's
 # service) into every container's env; Kubernetes expands `$(VAR)` in args from that env.
@@ -20,15 +22,6 @@ def trainer_command(spec: LaunchSpec, args: TrainerArgs, backend: str, rdzv_endp
     master service (kubernetes; worker 0 for elastic jobs) or at `rdzv_endpoint` on 127.0.0.1
     (local), with the job name as rendezvous id so two jobs can never join each other.
     """
-    from components.train.cli import TORCHRUN, torchrun_command
-
-    flags: dict[str, object] = {
-        "train_data": args.train_data,
-        "validation_data": args.validation_data,
-        "save_dir": args.save_dir,
-        "model_dir": args.model_dir,
-        **dict(args.extra),
-    }
     multi_node = spec.num_workers > 1 or spec.elastic is not None
     if multi_node and rdzv_endpoint is None:
         if backend == "kubernetes":
@@ -40,7 +33,8 @@ def trainer_command(spec: LaunchSpec, args: TrainerArgs, backend: str, rdzv_endp
         nproc_per_node=spec.procs_per_worker,
         nnodes=spec.nnodes,  # type: ignore[arg-type]  # "min:max" for elastic jobs
         max_restarts=spec.elastic.max_restarts if spec.elastic else 0,
-        overrides=flags,
+        overrides=dict(args.flags),
+        debug_loop=args.debug_loop,
         rdzv_endpoint=rdzv_endpoint if multi_node else None,
         rdzv_id=spec.job_name,
         launcher=CONTAINER_TORCHRUN if backend == "kubernetes" else TORCHRUN,

@@ -2,7 +2,8 @@
 
 One `LaunchSpec` drives both backends: `kubernetes` turns it into a Kubeflow PyTorchJob,
 `local` into torchrun processes on this machine. Both run the same trainer command line
-(`components.train.cli.torchrun_command`); only the environment differs (DESIGN.md rule 6).
+(`components.trainer_command`); only the environment differs, so training behaves the same on
+one machine and on a cluster.
 """
 
 from __future__ import annotations
@@ -67,18 +68,6 @@ class ElasticSpec:
     max_replicas: int
     max_restarts: int = 3
     rdzv_backend: str = "c10d"
-
-
-@dataclass(frozen=True)
-class TrainerArgs:
-    """The trainer's own arguments (`python -m components.train ...`), all URIs."""
-
-    config_path: str
-    train_data: str
-    validation_data: str
-    save_dir: str
-    model_dir: str
-    extra: tuple[tuple[str, str], ...] = ()  # more trainer flags, e.g. (("num_train_steps", "50"),)
 
 
 @dataclass(frozen=True)

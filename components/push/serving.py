@@ -70,9 +70,11 @@ def read_blessing(evaluation_uri: str) -> dict[str, Any]:
     return blessing
 
 
-def run(model_uri: str, evaluation_uri: str, serving_uri: str, config: PushConfig) -> str:
-    """Push the model at `model_uri` if the evaluation at `evaluation_uri` blessed it; returns its serving URI."""
+def run(model_uri: str, evaluation_uri: str, serving_uri: str, config: PushConfig,
+        extra: dict[str, Any] | None = None) -> str:
+    """Push the model at `model_uri` if the evaluation at `evaluation_uri` blessed it; returns its
+    serving URI. `extra` adds fields to the LATEST pointer (it records `evaluation_uri` itself)."""
     blessing = read_blessing(evaluation_uri)
     if not blessing["blessed"]:
         raise CheckFailed(f"{evaluation_uri}: the model is not blessed, not pushed ({blessing.get('reason', 'no reason')})")
-    return push_model(model_uri, serving_uri, config.version, extra={"evaluation_uri": evaluation_uri})
+    return push_model(model_uri, serving_uri, config.version, extra={"evaluation_uri": evaluation_uri, **(extra or {})})

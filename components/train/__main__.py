@@ -17,8 +17,6 @@ from components.common.logs import setup_logging
 from components.train.config import load_train_config
 from components.trainer_command.flags import add_trainer_arguments, config_overrides, flag_values
 
-__all__ = ["add_trainer_arguments", "main", "overrides_from", "quiet_libraries"]
-
 
 def quiet_libraries(verbose: bool = False) -> None:
     """One log format and our INFO lines only: torchrec/fbgemm install their own root handler

@@ -9,9 +9,7 @@ import subprocess
 import torch  # noqa: F401  (torchrun runs the trainer here: without torch, fail at once with the router's hint)
 
 from components.trainer_command.flags import add_trainer_arguments, config_overrides, flag_values
-from components.trainer_command.torchrun import TORCHRUN, torchrun_command
-
-__all__ = ["TORCHRUN", "add_arguments", "run", "torchrun_command"]
+from components.trainer_command.torchrun import torchrun_command
 
 log = logging.getLogger(__name__)
 

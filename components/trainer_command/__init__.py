@@ -2,7 +2,7 @@
 
 `python -m components.train --config_path=... [--train_data=...]` under torchrun is what runs on
 every rank, whether `recap train`, the local launcher or a PyTorchJob starts it. Its flags are
-declared once (flags.py): the trainer and `recap train` parse them from that table, `--help` is
-generated from it, and tests/docs holds the documented table to it. torchrun.py builds the whole
-command line.
+declared once (flags.py): the trainer, `recap train` and `recap launch` parse them from that
+table, launchers pass them on as `TrainerArgs`, `--help` is generated from it, and tests/docs
+holds the documented table to it. torchrun.py builds the whole command line.
 """

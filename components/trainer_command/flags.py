@@ -38,7 +38,7 @@ BY_NAME = {flag.name: flag for flag in OVERRIDES}
 
 def add_trainer_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                           config_required: bool = True) -> None:
-    """The trainer's flags on `parser` (the trainer itself, `recap train`)."""
+    """The trainer's flags on `parser` (the trainer itself, `recap train`, `recap launch`)."""
     parser.add_argument(f"--{CONFIG_PATH}", "--config-path", dest=CONFIG_PATH, required=config_required,
                         help="trainer YAML (e.g. configs/local.yaml), local or gs://")
     parser.add_argument(f"--{DEBUG_LOOP}", "--debug-loop", dest=DEBUG_LOOP, action="store_true",
@@ -66,3 +66,26 @@ def flag_arguments(values: Mapping[str, object]) -> list[str]:
     """Flag values -> `--name=value` arguments, in declaration order; unknown names are errors."""
     config_overrides(values)  # checks the names
     return [f"--{flag.name}={values[flag.name]}" for flag in OVERRIDES if values.get(flag.name) is not None]
+
+
+@dataclass(frozen=True)
+class TrainerArgs:
+    """What a launcher hands to the trainer: its config and flag values, by flag name."""
+
+    config_path: str
+    flags: tuple[tuple[str, str], ...] = ()  # (name, value) of flags in OVERRIDES, in that order
+    debug_loop: bool = False
+
+    def __post_init__(self) -> None:
+        config_overrides(dict(self.flags))  # an unknown flag fails here, not in the training pod
+
+    @classmethod
+    def of(cls, config_path: str, debug_loop: bool = False, **values: object) -> TrainerArgs:
+        """From flag values as keywords (`train_data=...`); None values are left out."""
+        config_overrides(values)
+        ordered = tuple((flag.name, str(values[flag.name])) for flag in OVERRIDES if values.get(flag.name) is not None)
+        return cls(config_path, ordered, debug_loop)
+
+    def value(self, name: str) -> str | None:
+        return dict(self.flags).get(name)
+

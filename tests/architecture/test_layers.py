@@ -20,8 +20,6 @@ from tests.architecture.imports import REPO_ROOT, cycles, graph, imports, module
 
 STEPS = ("datagen", "validate", "convert", "train", "evaluate", "push", "launch")
 CONTRACTS = ("records", "ranker", "exported_model", "metrics", "trainer_command")
-# Reaching into the trainer package for its command line, until launch/ takes it from trainer_command.
-NOT_YET = {("components.launch.command", "components.train.cli")}
 
 EDGES = graph()
 
@@ -54,7 +52,7 @@ def test_every_module_belongs_to_a_layer():
 
 @pytest.mark.parametrize("source", sorted(m for m in EDGES if m.startswith("components")))
 def test_components_import_only_their_layer_and_below(source):
-    bad = sorted(t for t in EDGES[source] if not allowed(source, t) and (source, t) not in NOT_YET)
+    bad = sorted(t for t in EDGES[source] if not allowed(source, t))
     assert bad == [], f"{source} imports {bad}"
 
 
@@ -89,11 +87,6 @@ def test_loading_an_exported_model_needs_nothing_of_training():
     # and nothing of DMP, the distributed checkpoint or the optimizers from our own modules
     imported = {module for name in reached for module, _ in imports(modules()[name])}
     assert not {"torch.distributed.checkpoint", "torchrec.distributed", "torchrec.optim"} & imported
-
-
-def test_the_exceptions_still_exist():
-    """An entry of NOT_YET that no longer happens must be removed from the list."""
-    assert all(target in EDGES[source] for source, target in NOT_YET)
 
 
 def test_no_module_of_pipeline_shadows_a_package():

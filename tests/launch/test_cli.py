@@ -17,7 +17,7 @@ TRAINER = ["--config-path", "configs/local.yaml", "--train-data", "gs://b/tf/tra
 def test_dry_run_prints_the_pytorchjob_named_after_the_run(capsys):
     code = main(["launch", "--dry-run", "--backend", "kubernetes", "--run-id", "6f1c-77", "--image", "r/recap-train:1",
                  "--num-workers", "2", "--gpus-per-worker", "1", "--timeout", "100",
-                 "--trainer-flag", "num_train_steps=9", *TRAINER])
+                 "--num-train-steps", "9", *TRAINER])
     assert code == 0
     job = json.loads(capsys.readouterr().out)
     assert job["metadata"]["name"] == "recap-train-6f1c-77"

@@ -15,12 +15,13 @@ import pytest
 
 from components.launch.command import trainer_command
 from components.launch.pytorchjob import build_pytorchjob, to_manifest
-from components.launch.spec import ElasticSpec, LaunchSpec, PodRef, TrainerArgs
+from components.launch.spec import ElasticSpec, LaunchSpec, PodRef
+from components.trainer_command.flags import TrainerArgs
 from tests.launch.crd_schema import schema_errors
 from tests.launch.training_operator import pod_env, webhook_errors, with_defaults
 
-ARGS = TrainerArgs(config_path="configs/prod.yaml", train_data="gs://b/tf/train", validation_data="gs://b/tf/eval",
-                   save_dir="gs://b/ckpt", model_dir="gs://b/model")
+ARGS = TrainerArgs.of("configs/prod.yaml", train_data="gs://b/tf/train", validation_data="gs://b/tf/eval",
+                      save_dir="gs://b/ckpt", model_dir="gs://b/model")
 VARIANTS = {
     "default": LaunchSpec(job_name="recap-train-run-1", image="ghcr.io/recap-pipeline/recap-train:0.1.0",
                           service_account="recap-trainer"),

@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 from components.common.errors import ConfigError
 from components.launch.command import OPERATOR_RDZV_ENDPOINT, trainer_command
 from components.launch.pytorchjob import build_pytorchjob, to_manifest
-from components.launch.spec import MAX_JOB_NAME, ElasticSpec, LaunchSpec, TrainerArgs, job_name
+from components.launch.spec import MAX_JOB_NAME, ElasticSpec, LaunchSpec, job_name
+from components.trainer_command.flags import TrainerArgs
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-ARGS = TrainerArgs(config_path="gs://b/c.yaml", train_data="gs://b/tf/train", validation_data="gs://b/tf/eval",
-                   save_dir="gs://b/ckpt", model_dir="gs://b/model", extra=(("num_train_steps", "7"),))
+ARGS = TrainerArgs.of("gs://b/c.yaml", train_data="gs://b/tf/train", validation_data="gs://b/tf/eval",
+                      save_dir="gs://b/ckpt", model_dir="gs://b/model", num_train_steps=7)
 
 
 def spec(**overrides) -> LaunchSpec:

@@ -170,7 +170,7 @@ def test_pytorchjob_loads_into_kubeflow_training_models_without_losing_fields(di
 
 
 def _trainer_parser() -> argparse.ArgumentParser:
-    from components.train.__main__ import add_trainer_arguments
+    from components.trainer_command.flags import add_trainer_arguments
 
     parser = argparse.ArgumentParser(allow_abbrev=False)
     add_trainer_arguments(parser)

@@ -12,9 +12,9 @@ from tests.pipeline.fake_kfp import FakeKfp
 
 def test_params_are_typed_from_the_pipeline_signature():
     types = _parameter_types()
-    parsed = parse_params(["num_workers=4", "blessing_tolerance=0.01", "raw_data_uri=gs://b/raw", "train_image=r/recap-train:1.2"],
+    parsed = parse_params(["num_workers=4", "evaluate_config=gs://b/evaluate.yaml", "raw_data_uri=gs://b/raw", "train_image=r/recap-train:1.2"],
                           types)
-    assert parsed == {"num_workers": 4, "blessing_tolerance": 0.01, "raw_data_uri": "gs://b/raw", "train_image": "r/recap-train:1.2"}
+    assert parsed == {"num_workers": 4, "evaluate_config": "gs://b/evaluate.yaml", "raw_data_uri": "gs://b/raw", "train_image": "r/recap-train:1.2"}
     with pytest.raises(ConfigError, match="not a pipeline parameter"):
         parse_params(["num_wrokers=4"], types)
     with pytest.raises(ConfigError, match="expected int"):

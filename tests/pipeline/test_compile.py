@@ -78,9 +78,10 @@ def test_parameters_people_change_in_the_ui(compiled):
     spec = _parse(compiled[1][0])
     params = spec.root.input_definitions.parameters
     for name in ("raw_data_uri", "data_root", "train_config", "num_workers", "procs_per_worker", "gpus_per_worker",
-                 "train_image", "launch_image", "baseline_metrics_uri", "blessing_tolerance", "cache_key"):
+                 "train_image", "launch_image", "baseline_metrics_uri", "evaluate_config", "cache_key"):
         assert name in params, name
     assert not params["raw_data_uri"].is_optional
+    assert not [name for name in params if "tolerance" in name]  # the blessing's criteria live in evaluate_config
     for name, default in ImageSettings().parameter_defaults().items():
         assert params[name].default_value.string_value == default
 

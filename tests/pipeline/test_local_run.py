@@ -65,3 +65,34 @@ def test_full_dag_on_gcs_ends_with_a_blessed_pushed_model(gcs_bucket, tmp_path):
     assert pushed == source
     assert storage.read_text(run.report).lstrip().lower().startswith("<!doctype html")
     assert storage.read_json(run.metrics)["tasks"]
+    _evaluate_and_push_with_a_stricter_config(run, root, f"{gcs_bucket}/strict-serving", tmp_path)
+
+
+
+def _evaluate_and_push_with_a_stricter_config(run, root: str, serving: str, tmp_path) -> None:
+    """The DAG's evaluate step takes the blessing's criteria from the YAML it is given, and its
+    push step refuses what that blessing refused."""
+    from kfp import dsl
+
+    from components.common.errors import CheckFailed
+    from pipeline.images import ImageSettings
+    from pipeline.kfp_components import make_components
+
+    eval_split = next(u for u in _tree(root) if u.endswith("/eval/_MANIFEST.json"))
+    data = eval_split.removesuffix("/eval/_MANIFEST.json")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("blessing:\n  baseline: {}\n  bounds: {auroc: {min: 0.999}}\n")
+    ops = make_components(ImageSettings(registry="r.example", tag="1"))
+    model = dsl.Model(name="model", uri=str(tmp_path / "train/model"), metadata={"data_uri": run.model_uri})
+    evaluation = dsl.Artifact(name="evaluation", uri=str(tmp_path / "evaluate/evaluation"), metadata={})
+    verdict = ops.evaluate.python_func(
+        model=model, tfrecords=dsl.Dataset(name="tfrecords", uri=str(tmp_path / "t"), metadata={"data_uri": data}),
+        evaluate_config=str(strict), baseline_metrics_uri="", evaluation=evaluation,
+        metrics=dsl.Metrics(name="m", uri=str(tmp_path / "m"), metadata={}),
+        classification=dsl.ClassificationMetrics(name="c", uri=str(tmp_path / "c"), metadata={}),
+        report=dsl.HTML(name="r", uri=str(tmp_path / "r.html"), metadata={}))
+    assert verdict.blessed is False and "below the minimum 0.999" in verdict.reason
+    with pytest.raises(CheckFailed, match="not blessed"):
+        ops.push.python_func(model=model, evaluation=evaluation, serving_uri=serving, data_root=root,
+                             version="run-strict")
+    assert _tree(serving) == []

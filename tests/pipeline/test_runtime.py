@@ -54,10 +54,12 @@ def test_push_step_publishes_the_models_data_location(tmp_path):
     """The KFP push body is a thin call: the model's data location goes to components.push."""
     from pipeline.images import ImageSettings
     from pipeline.kfp_components import make_components
+    from tests.push.test_push import blessed_evaluation
 
     data = tmp_path / "data/train-1/model"
     storage.write_text(str(data / "weights.pt"), "w")
     model = dsl.Model(name="model", uri=str(tmp_path / "train/model"), metadata={"data_uri": str(data)})
+    blessed_evaluation(str(tmp_path / "evaluate"), True)  # evaluate/evaluation with blessing.json and manifest
     evaluation = dsl.Artifact(name="evaluation", uri=str(tmp_path / "evaluate/evaluation"), metadata={})
     push = make_components(ImageSettings(registry="r.example", tag="1")).push.python_func
     outputs = push(model=model, evaluation=evaluation, serving_uri="", data_root=str(tmp_path / "data"), version="run-7")

@@ -21,11 +21,12 @@ import time
 from components.common.errors import RecapError, StorageError
 from components.common.logs import setup_logging
 from components.train import checkpoint, export
-from components.train.__main__ import add_trainer_arguments, overrides_from, quiet_libraries
+from components.train.__main__ import overrides_from, quiet_libraries
 from components.train.config import load_train_config
 from components.train.distributed import init_distributed, shutdown_distributed
 from components.train.loop import train
 from components.train.synthetic import synthetic_source
+from components.trainer_command.flags import add_trainer_arguments
 
 
 def main() -> int:

@@ -22,10 +22,11 @@ ABSENT = {"validate": ("torch", "tensorflow"), "convert": ("torch", "tensorflow"
           "launch": ("torch", "tensorflow")}
 OTHER_UID = "4242:4242"
 
-# What a leaked credential looks like, in a file of any layer or in the image's history/config.
+# What a leaked credential looks like, in a file of any layer or in the image's history/config:
+# a PEM private key with its base64 body (libraries that parse keys carry only the marker), in a
+# file or JSON-escaped in a service-account key, and the token formats of the usual clouds.
 SECRET_CONTENT = re.compile(
-    rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----"
-    rb"|\"private_key\"\s*:\s*\"-----BEGIN"
+    rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----(?:\r?\n|\\n)[A-Za-z0-9+/=]{40}"
     rb"|\bAKIA[0-9A-Z]{16}\b"
     rb"|\bgh[pousr]_[A-Za-z0-9]{36}\b"
     rb"|\bxox[abprs]-[A-Za-z0-9-]{10,}"

@@ -23,7 +23,7 @@ from pathlib import Path
 from components.launch.cluster import make_client, run_pytorchjob
 from components.launch.pytorchjob import build_pytorchjob
 from components.launch.spec import LaunchSpec, LaunchTimeout, TrainingFailed
-from tests.launch.fake_k8s import FAILURE_SCRIPT, STALL_SCRIPT, SUCCESS_SCRIPT, FakeKubernetes
+from tests.launch.fake_k8s import RUNS_FOREVER, SUCCEEDS, FakeKubernetes, crash_loop
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "launch.md"
@@ -40,7 +40,7 @@ def spec() -> LaunchSpec:
 
 def stock(script, tmp: str) -> tuple[float, str, int, bool]:
     """The SDK as its docs show it: create_job, wait_for_job_conditions, delete_job."""
-    with FakeKubernetes(script=script, latency_s=LATENCY_S) as fake:
+    with FakeKubernetes(scenario=script, latency_s=LATENCY_S) as fake:
         client = make_client("kubeflow", fake.kubeconfig(f"{tmp}/kc-stock"))
         start = time.monotonic()
         outcome = "Succeeded"
@@ -56,7 +56,7 @@ def stock(script, tmp: str) -> tuple[float, str, int, bool]:
 
 
 def ours(script, tmp: str) -> tuple[float, str, int, bool]:
-    with FakeKubernetes(script=script, latency_s=LATENCY_S) as fake:
+    with FakeKubernetes(scenario=script, latency_s=LATENCY_S) as fake:
         kubeconfig = fake.kubeconfig(f"{tmp}/kc-ours")
         start = time.monotonic()
         outcome = "Succeeded"
@@ -72,8 +72,8 @@ def ours(script, tmp: str) -> tuple[float, str, int, bool]:
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, script in (("stuck job, 2 s timeout", STALL_SCRIPT), ("successful job", SUCCESS_SCRIPT),
-                              ("failed job (OOMKilled)", FAILURE_SCRIPT)):
+        for label, script in (("stuck job, 2 s timeout", RUNS_FOREVER), ("successful job", SUCCEEDS),
+                              ("failed job (OOMKilled)", crash_loop(every=2))):
             s_sec, s_out, s_calls, s_left = stock(script, tmp)
             o_sec, o_out, o_calls, o_left = ours(script, tmp)
             rows.append((label, s_sec, o_sec, s_calls, o_calls, s_left, o_left, s_out, o_out))

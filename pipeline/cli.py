@@ -22,6 +22,9 @@ def _add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", default=None, help="image tag (default: RECAP_IMAGE_TAG or pipeline/images.py)")
     parser.add_argument("--gcs-secret", default="", help="Secret (with key.json) every pod mounts for GCS; "
                         "default: none, pods use workload identity")
+    parser.add_argument("--storage-config-map", default="", metavar="NAME",
+                        help="ConfigMap whose STORAGE_EMULATOR_HOST every pod gets as env (kind: recap-storage); "
+                        "default: none, real GCS")
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -30,7 +33,7 @@ def _options(args: argparse.Namespace) -> Any:
 
     defaults = ImageSettings()
     images = ImageSettings(registry=args.registry or defaults.registry, tag=args.tag or defaults.tag)
-    return CompileOptions(images=images, gcs_secret=args.gcs_secret)
+    return CompileOptions(images=images, gcs_secret=args.gcs_secret, storage_config_map=args.storage_config_map)
 
 
 # --------------------------------------------------------------------------- compile

@@ -8,9 +8,13 @@ exit handler (delete the run's PyTorchJob, whatever happened)
      anomalies)    anomalies: nothing downstream runs, the report stays on validate)
 ```
 
-Compile-time choices (`CompileOptions`): image registry and tag (pipeline.images), and how
-pods reach GCS: workload identity (default: nothing in the YAML) or a Secret mounted by name
-through kfp-kubernetes. Everything else is a pipeline parameter a person can change in the UI.
+Compile-time choices (`CompileOptions`): the default image registry and tag (pipeline.images),
+how pods reach GCS: workload identity (default: nothing in the YAML) or a Secret mounted by name
+through kfp-kubernetes, and optionally a ConfigMap whose STORAGE_EMULATOR_HOST every pod gets
+(a kind cluster's in-cluster GCS emulator). Everything else is a pipeline parameter a person can
+change in the UI, each image included: one whole-image parameter per image (`validate_image`,
+..., `train_image`), because the KFP backend resolves a pod's image only from a parameter that
+is the whole image string (pipeline/backend_resolve.py).
 Caching is keyed on inputs; change `cache_key` (UI) or pass `--no-cache` (CLI) to recompute.
 `kfp dsl compile --py pipeline/dag.py --function recap_pipeline --output recap_pipeline.yaml`
 builds the default variant.
@@ -23,12 +27,14 @@ from typing import Any
 from kfp import dsl
 
 from pipeline.components import STEP_IMAGES, make_components
-from pipeline.images import ImageSettings
+from pipeline.images import IMAGE_PARAMETERS, ImageSettings
 
 PIPELINE_NAME = "recap-heavy-ranker"
 # Same path as components.launch.pytorchjob.GCS_KEY_MOUNT (tests/pipeline checks they agree). Not imported:
 # `kfp dsl compile --py pipeline/dag.py` puts pipeline/ first on sys.path, where `components` is components.py.
 GCS_KEY_MOUNT = "/var/secrets/google"
+# The env var google-cloud-storage reads to talk to an emulator instead of GCS.
+STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 # step -> (cpu request, cpu limit, memory request, memory limit) of its KFP pod. The training
 # pods' own resources are pipeline parameters (the launcher pod itself is small).
@@ -52,12 +58,16 @@ NEVER_CACHED = frozenset({"train", "push", "not_blessed", "validation_gate", "de
 class CompileOptions:
     images: ImageSettings = field(default_factory=ImageSettings)
     gcs_secret: str = ""  # a Secret with a GCP key as `key.json`; empty = workload identity
+    # A ConfigMap with a STORAGE_EMULATOR_HOST key (the kind overlay's `recap-storage`); every
+    # pod gets it as env, the train step forwards it to the PyTorchJob. Empty = real GCS.
+    storage_config_map: str = ""
 
 
-def _configure(task: Any, step: str, options: CompileOptions, image_tag: Any) -> Any:
+def _configure(task: Any, step: str, options: CompileOptions, images: dict[str, Any]) -> Any:
+    """Resources, the step's whole-image parameter, retries, caching and storage access."""
     cpu_req, cpu_lim, mem_req, mem_lim = RESOURCES[step]
     task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim).set_memory_request(mem_req).set_memory_limit(mem_lim)
-    task.set_container_image(f"{options.images.registry.rstrip('/')}/{STEP_IMAGES[step]}:{image_tag}")
+    task.set_container_image(images[STEP_IMAGES[step]])
     if step in RETRIES:
         task.set_retry(num_retries=RETRIES[step], backoff_duration="30s", backoff_factor=2.0,
                        backoff_max_duration="600s")
@@ -68,6 +78,11 @@ def _configure(task: Any, step: str, options: CompileOptions, image_tag: Any) ->
 
         kubernetes.use_secret_as_volume(task, secret_name=options.gcs_secret, mount_path=GCS_KEY_MOUNT)
         task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCS_KEY_MOUNT}/key.json")
+    if options.storage_config_map:
+        from kfp import kubernetes
+
+        kubernetes.use_config_map_as_env(task, config_map_name=options.storage_config_map,
+                                         config_map_key_to_env={STORAGE_EMULATOR_ENV: STORAGE_EMULATOR_ENV})
     return task.set_display_name(step.replace("_", "-"))
 
 
@@ -75,7 +90,7 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
     """The pipeline function (a KFP GraphComponent) for these compile-time options."""
     options = options or CompileOptions()
     ops = make_components(options.images)
-    train_image_repo = f"{options.images.registry.rstrip('/')}/recap-train"
+    default_images = options.images.parameter_defaults()
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Train Twitter's Heavy Ranker: validate, convert, train, evaluate, push.")
     def recap_pipeline(
@@ -97,60 +112,67 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
         train_backend: str = "kubernetes",
         namespace: str = "kubeflow",
         train_timeout_s: int = 24 * 3600,
-        image_tag: str = options.images.tag,
+        validate_image: str = default_images["validate_image"],
+        convert_image: str = default_images["convert_image"],
+        train_image: str = default_images["train_image"],
+        evaluate_image: str = default_images["evaluate_image"],
+        launch_image: str = default_images["launch_image"],
         baseline_metrics_uri: str = "",
         blessing_tolerance: float = 0.005,
         cache_key: str = "",
         trainer_service_account: str = "recap-trainer",
     ) -> None:
+        given = {"validate_image": validate_image, "convert_image": convert_image, "train_image": train_image,
+                 "evaluate_image": evaluate_image, "launch_image": launch_image}
+        images = {name: given[parameter] for name, parameter in IMAGE_PARAMETERS.items()}
         cleanup = _configure(
             ops.delete_training_job(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, namespace=namespace,
                                     backend=train_backend),
-            "delete_training_job", options, image_tag,
+            "delete_training_job", options, images,
         )
         with dsl.ExitHandler(cleanup, name="recap"):
             validated = _configure(
                 ops.validate(raw_data_uri=raw_data_uri, schema=schema, validate_config=validate_config,
                              reference_stats_uri=reference_stats_uri, cache_key=cache_key),
-                "validate", options, image_tag,
+                "validate", options, images,
             )
             gate = _configure(
                 ops.validation_gate(passed=validated.outputs["passed"], summary=validated.outputs["summary"]),
-                "validation_gate", options, image_tag,
+                "validation_gate", options, images,
             )
             converted = _configure(
                 ops.convert(raw_data_uri=raw_data_uri, schema=schema, convert_config=convert_config,
                             data_root=data_root, cache_key=cache_key),
-                "convert", options, image_tag,
+                "convert", options, images,
             ).after(gate)
             trained = _configure(
                 ops.train(tfrecords=converted.outputs["tfrecords"], train_config=train_config,
                           data_root=data_root, backend=train_backend, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                          train_image=f"{train_image_repo}:{image_tag}", namespace=namespace,
+                          train_image=train_image, namespace=namespace,
                           num_workers=num_workers, procs_per_worker=procs_per_worker,
                           gpus_per_worker=gpus_per_worker, cpu_per_worker=cpu_per_worker,
                           memory_per_worker=memory_per_worker, num_train_steps=num_train_steps,
                           timeout_s=train_timeout_s, gcs_secret=options.gcs_secret,
                           service_account=trainer_service_account),
-                "train", options, image_tag,
+                "train", options, images,
             )
             evaluated = _configure(
                 ops.evaluate(model=trained.outputs["model"], tfrecords=converted.outputs["tfrecords"],
                              evaluate_config=evaluate_config, baseline_metrics_uri=baseline_metrics_uri,
                              blessing_tolerance=blessing_tolerance),
-                "evaluate", options, image_tag,
+                "evaluate", options, images,
             )
             with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712
                 _configure(
                     ops.push(model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
                              serving_uri=serving_uri, data_root=data_root,
                              version=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
-                    "push", options, image_tag,
+                    "push", options, images,
                 )
             # The Else branch also works around kfp.local (2.17) skipping an If without Else
             # whose condition reads a task output.
             with dsl.Else(name="not-blessed"):
-                _configure(ops.not_blessed(reason=evaluated.outputs["reason"]), "not_blessed", options, image_tag)
+                _configure(ops.not_blessed(reason=evaluated.outputs["reason"]), "not_blessed", options, images)
 
     return recap_pipeline
 

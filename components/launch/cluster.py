@@ -1,22 +1,28 @@
 """Run training as a Kubeflow PyTorchJob: create, wait, explain a failure, delete.
 
 Where the published Kubeflow launcher goes wrong, this one does not:
-- the wait is bounded by our own deadline (the SDK's `wait_timeout`; its `timeout` argument
-  is only the per-request API timeout), and transient API errors during a long wait are
-  retried instead of failing a day of training;
-- a job that ends Failed fails the step with the operator's reason, each pod's container
-  state (OOMKilled, exit codes, ImagePullBackOff) and the tail of its logs;
-- the job is deleted on success, failure, timeout and cancellation (SIGTERM from a cancelled
-  run) per the cleanup policy; the pipeline's exit handler calls `delete_job` as a backstop.
+- the wait is our own poll loop, bounded by our own deadline, and transient API errors during
+  a long wait are retried instead of failing a day of training;
+- every poll also captures the pods' container ends (OOMKilled, exit codes, log tails) as
+  they happen (components/launch/diagnostics.py): the operator deletes the pods before it
+  writes Failed, so a report read afterwards would have nothing but its one-line reason;
+- the job is deleted on success, failure, timeout and cancellation per the cleanup policy.
+  A terminated KFP run stops its step pods with SIGTERM (SIGKILL after the grace period); the
+  handler deletes the job, also when the signal lands while the create request is in flight.
+  Without SIGTERM (a lost node, SIGKILL), the job's ownerReference to the step pod lets
+  Kubernetes delete it with that pod, and its activeDeadlineSeconds ends it at the latest.
+  The pipeline's exit handler calls `delete_job` as a backstop on finished runs.
 
-API calls made (the RBAC Role in manifests/ grants exactly these): create/get/delete
-`pytorchjobs` in `kubeflow.org`, list `pods`, get `pods/log`.
+API calls made (the RBAC Role in manifests/ grants exactly these and the tests record them):
+create/get/delete `pytorchjobs` in `kubeflow.org`, list `pods`, get `pods/log`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
@@ -24,12 +30,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from components.common.errors import StorageError
-from components.launch.pytorchjob import CONTAINER_NAME, build_pytorchjob
+from components.launch.diagnostics import PodWatcher
+from components.launch.pytorchjob import build_pytorchjob
 from components.launch.spec import (
     LaunchCancelled,
     LaunchResult,
     LaunchSpec,
     LaunchTimeout,
+    PodRef,
     TrainingFailed,
 )
 
@@ -38,6 +46,9 @@ log = logging.getLogger(__name__)
 SUCCEEDED, FAILED = "Succeeded", "Failed"
 REQUEST_TIMEOUT_S = 60
 MAX_CONSECUTIVE_API_ERRORS = 8
+# Set in every KFP v2 step pod from the downward API (metadata.name / metadata.uid).
+POD_NAME_ENV, POD_UID_ENV = "KFP_POD_NAME", "KFP_POD_UID"
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def make_client(namespace: str, kubeconfig: str | None = None) -> Any:
@@ -61,6 +72,17 @@ def _status(exc: BaseException) -> int | None:
     return int(status) if isinstance(status, int) else None
 
 
+def _api_message(exc: BaseException) -> str:
+    """The API server's own message (a Status body) rather than the client's whole dump."""
+    import json
+
+    cause = exc if hasattr(exc, "body") else exc.__cause__
+    try:
+        return str(json.loads(getattr(cause, "body", None) or "")["message"])
+    except (ValueError, TypeError, KeyError):
+        return str(exc)
+
+
 def _conditions(job: Any) -> list[Any]:
     return list(getattr(getattr(job, "status", None), "conditions", None) or [])
 
@@ -70,6 +92,10 @@ def _true(job: Any, kind: str) -> Any | None:
         if condition.type == kind and condition.status == "True":
             return condition
     return None
+
+
+class CreateRefused(TrainingFailed):
+    """The API server refused the job (RBAC, a webhook denial, a schema error): nothing exists."""
 
 
 class _Interrupted(BaseException):
@@ -103,7 +129,8 @@ def _create(client: Any, job: Any, spec: LaunchSpec) -> None:
         return
     except RuntimeError as exc:
         if _status(exc) != 409:
-            raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: create failed: {exc}") from exc
+            raise CreateRefused(f"PyTorchJob {spec.namespace}/{spec.job_name}: create failed ({_status(exc)}): "
+                                f"{_api_message(exc)}") from exc
     existing = client.get_job(name=spec.job_name, namespace=spec.namespace, timeout=REQUEST_TIMEOUT_S)
     if not (_true(existing, SUCCEEDED) or _true(existing, FAILED)):
         log.warning("PyTorchJob %s/%s already exists and is unfinished: attaching to it", spec.namespace, spec.job_name)
@@ -127,111 +154,51 @@ def _wait_gone(client: Any, spec: LaunchSpec, limit_s: float = 120.0) -> None:
     raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: old job still present after {limit_s:.0f}s")
 
 
-class _OnPoll:
-    """Called by the SDK after every poll: logs each new condition once (Created -> Running ->
-    Restarting -> Succeeded/Failed) and enforces our deadline. The SDK's own loop runs
-    `wait_timeout / polling_interval` polls and does not count the requests' time, so alone it
-    overshoots a deadline by one request latency per poll."""
-
-    def __init__(self, spec: LaunchSpec, deadline: float) -> None:
-        self.spec = spec
-        self.deadline = deadline
-        self.seen: set[tuple[str, str]] = set()
-
-    def __call__(self, job: Any) -> None:
-        for condition in _conditions(job):
-            key = (condition.type, condition.status)
-            if condition.status == "True" and key not in self.seen:
-                self.seen.add(key)
-                log.info("PyTorchJob %s: %s (%s)", self.spec.job_name, condition.type, condition.reason or "-")
-        finished = _true(job, SUCCEEDED) or _true(job, FAILED)
-        if not finished and time.monotonic() >= self.deadline:
-            raise _timeout(self.spec)
-
-
 def _timeout(spec: LaunchSpec) -> LaunchTimeout:
     return LaunchTimeout(f"PyTorchJob {spec.namespace}/{spec.job_name}: not finished after {spec.timeout_s:g}s (our timeout)")
 
 
-def _wait(client: Any, spec: LaunchSpec, deadline: float) -> Any:
-    """Poll until Succeeded or Failed, bounded by `deadline`; transient API errors are retried."""
-    on_poll = _OnPoll(spec, deadline)
+def _wait(client: Any, spec: LaunchSpec, deadline: float, watcher: PodWatcher) -> Any:
+    """Poll the job until Succeeded or Failed, bounded by `deadline`; each poll also lets the
+    watcher capture pod states. Transient API errors are retried; a vanished job is an error."""
+    seen: set[str] = set()
     errors = 0
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(spec)
         try:
-            return client.wait_for_job_conditions(
-                name=spec.job_name,
-                namespace=spec.namespace,
-                expected_conditions={SUCCEEDED, FAILED},
-                wait_timeout=remaining,
-                polling_interval=min(spec.poll_interval_s, max(remaining, 1e-3)),
-                callback=on_poll,
-                timeout=max(1, int(min(REQUEST_TIMEOUT_S, remaining + 1))),
-            )
-        except TimeoutError:
-            continue  # either our deadline (checked above) or one slow request
-        except RuntimeError as exc:
-            errors += 1
+            job = client.get_job(name=spec.job_name, namespace=spec.namespace,
+                                 timeout=max(1, int(min(REQUEST_TIMEOUT_S, remaining + 1))))
+            errors = 0
+        except (RuntimeError, TimeoutError) as exc:
             if _status(exc) == 404:
-                raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: deleted while running") from exc
+                raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: deleted while we waited for it "
+                                     f"(by someone else, or by its ttlSecondsAfterFinished)\n{watcher.report([])}"
+                                     ) from exc
+            errors += 1
             if errors >= MAX_CONSECUTIVE_API_ERRORS:
                 raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: API unreachable: {exc}") from exc
             log.warning("PyTorchJob %s: API error while waiting (%d/%d): %s", spec.job_name, errors,
                         MAX_CONSECUTIVE_API_ERRORS, exc)
-            time.sleep(min(spec.poll_interval_s, 5.0))
-
-
-def _container_state(pod: Any) -> str:
-    """`pytorch: terminated OOMKilled exit 137` style summary of a pod's trainer container."""
-    parts = []
-    status = pod.status
-    for cs in (getattr(status, "container_statuses", None) or []):
-        for label, state in (("now", cs.state), ("previous", cs.last_state)):
-            if state is None:
-                continue
-            if state.terminated is not None:
-                t = state.terminated
-                parts.append(f"{cs.name} {label} terminated {t.reason or ''} exit {t.exit_code}"
-                             + (f": {t.message.strip()[:300]}" if t.message else ""))
-            elif state.waiting is not None and label == "now":
-                w = state.waiting
-                parts.append(f"{cs.name} waiting {w.reason or ''}" + (f": {w.message.strip()[:300]}" if w.message else ""))
-    for condition in (getattr(status, "conditions", None) or []):
-        if condition.status == "False" and condition.message:
-            parts.append(f"{condition.type}=False: {condition.message.strip()[:300]}")
-    phase = getattr(status, "phase", None) or "Unknown"
-    return f"{phase}" + (f" ({'; '.join(parts)})" if parts else "")
-
-
-def explain(client: Any, spec: LaunchSpec, job: Any | None) -> str:
-    """Failure reasons and each pod's state and log tail, as one readable block."""
-    lines = []
-    for condition in _conditions(job):
-        if condition.status == "True" and condition.type in (FAILED, "Restarting"):
-            lines.append(f"condition {condition.type}: {condition.reason}: {condition.message}")
-    try:
-        pods = client.get_job_pods(name=spec.job_name, namespace=spec.namespace, timeout=REQUEST_TIMEOUT_S)
-    except Exception as exc:  # explaining must never hide the original failure
-        return "\n".join([*lines, f"(could not list pods: {exc})"])
-    pods = sorted(pods, key=lambda p: ("master" not in p.metadata.name, p.metadata.name))
-    for pod in pods:
-        lines.append(f"pod {pod.metadata.name}: {_container_state(pod)}")
-        if spec.log_tail_lines <= 0 or (pod.status and pod.status.phase == "Pending"):
+            time.sleep(min(spec.poll_interval_s, 5.0, max(remaining, 0.0)))
             continue
-        try:
-            text = client.core_api.read_namespaced_pod_log(
-                name=pod.metadata.name, namespace=spec.namespace, container=CONTAINER_NAME,
-                tail_lines=spec.log_tail_lines, _request_timeout=REQUEST_TIMEOUT_S,
-            )
-        except Exception as exc:
-            lines.append(f"  (no logs: {exc})")
-            continue
-        tail = [line for line in str(text).splitlines() if line.strip()]
-        lines.extend(f"  | {line}" for line in tail)
-    return "\n".join(lines)
+        for condition in _conditions(job):
+            if condition.status == "True" and condition.type not in seen:
+                seen.add(condition.type)
+                log.info("PyTorchJob %s: %s (%s)", spec.job_name, condition.type, condition.reason or "-")
+        watcher.poll()
+        if _true(job, SUCCEEDED) or _true(job, FAILED):
+            return job
+        time.sleep(min(spec.poll_interval_s, max(deadline - time.monotonic(), 0.0)))
+
+
+def explain(client: Any, spec: LaunchSpec, job: Any | None, watcher: PodWatcher) -> str:
+    """The operator's reason, then what the watcher captured and the pods left now."""
+    lines = [f"condition {c.type}: {c.reason}: {c.message}" for c in _conditions(job)
+             if c.status == "True" and c.type in (FAILED, "Restarting")]
+    lines.append(watcher.report(watcher.poll()))
+    return "\n".join(line for line in lines if line)
 
 
 def delete_job(name: str, namespace: str, client: Any = None, kubeconfig: str | None = None) -> bool:
@@ -251,6 +218,24 @@ def delete_job(name: str, namespace: str, client: Any = None, kubeconfig: str | 
     return True
 
 
+def launcher_pod(job_namespace: str, namespace_file: str | None = None) -> PodRef | None:
+    """The step pod we run in, if it can own a job in `job_namespace` (same namespace only)."""
+    name, uid = os.environ.get(POD_NAME_ENV, ""), os.environ.get(POD_UID_ENV, "")
+    try:
+        with open(namespace_file or SERVICE_ACCOUNT_NAMESPACE_FILE) as handle:
+            own_namespace = handle.read().strip()
+    except OSError:
+        return None
+    if not (name and uid):
+        return None
+    if own_namespace != job_namespace:
+        log.warning("PyTorchJob in %s, launcher pod in %s: no ownerReference (Kubernetes allows none across "
+                    "namespaces); if this pod is killed without SIGTERM, activeDeadlineSeconds ends the job",
+                    job_namespace, own_namespace)
+        return None
+    return PodRef(name=name, uid=uid)
+
+
 def _should_delete(policy: str, succeeded: bool) -> bool:
     return policy == "always" or (policy == "on_success" and succeeded)
 
@@ -259,30 +244,36 @@ def run_pytorchjob(spec: LaunchSpec, command: list[str], kubeconfig: str | None 
                    client: Any = None) -> LaunchResult:
     """Create the PyTorchJob, wait for Succeeded/Failed within `spec.timeout_s`, clean up."""
     client = client or make_client(spec.namespace, kubeconfig)
+    if spec.owner is None:
+        spec = dataclasses.replace(spec, owner=launcher_pod(spec.namespace))
     job = build_pytorchjob(spec, command)
+    watcher = PodWatcher(client, spec)
     start = time.monotonic()
     deadline = start + spec.timeout_s
     succeeded = False
-    created = False
+    create_sent = False  # a SIGTERM may land while the create request is in flight
     final = None
     with _cancel_on_signal():
         try:
+            create_sent = True
             _create(client, job, spec)
-            created = True
-            final = _wait(client, spec, deadline)
+            final = _wait(client, spec, deadline, watcher)
             if _true(final, FAILED):
                 raise TrainingFailed(
-                    f"PyTorchJob {spec.namespace}/{spec.job_name} Failed\n{explain(client, spec, final)}"
+                    f"PyTorchJob {spec.namespace}/{spec.job_name} Failed\n{explain(client, spec, final, watcher)}"
                 )
             succeeded = True
         except LaunchTimeout as exc:
-            raise LaunchTimeout(f"{exc}\n{explain(client, spec, final)}") from exc
+            raise LaunchTimeout(f"{exc}\n{explain(client, spec, final, watcher)}") from exc
+        except CreateRefused:
+            create_sent = False  # the API server answered: nothing was created
+            raise
         except (_Interrupted, KeyboardInterrupt) as exc:
             what = f"received {exc}" if isinstance(exc, _Interrupted) else "interrupted"
             raise LaunchCancelled(f"PyTorchJob {spec.namespace}/{spec.job_name}: {what}; job cancelled") from None
         finally:
             deleted = False
-            if created and _should_delete(spec.cleanup, succeeded):
+            if create_sent and _should_delete(spec.cleanup, succeeded):
                 try:
                     deleted = delete_job(spec.job_name, spec.namespace, client=client)
                 except Exception as exc:  # cleanup must not mask the job's own outcome

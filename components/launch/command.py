@@ -7,6 +7,9 @@ from components.launch.spec import LaunchSpec, TrainerArgs
 # Inside a PyTorchJob the training operator puts MASTER_ADDR/MASTER_PORT (the master pod's
 # service) into every container's env; Kubernetes expands `$(VAR)` in args from that env.
 OPERATOR_RDZV_ENDPOINT = "$(MASTER_ADDR):$(MASTER_PORT)"
+# An elastic job has no Master: the operator puts the rendezvous at worker 0 and says where in
+# PET_RDZV_ENDPOINT (`<job>-worker-0:23456`).
+OPERATOR_ELASTIC_RDZV_ENDPOINT = "$(PET_RDZV_ENDPOINT)"
 CONTAINER_TORCHRUN = ("torchrun",)
 
 
@@ -14,8 +17,8 @@ def trainer_command(spec: LaunchSpec, args: TrainerArgs, backend: str, rdzv_endp
     """`torchrun --nnodes=N --nproc_per_node=P ... -m components.train --config_path=... --train_data=...`.
 
     One node runs `--standalone`; several nodes meet by c10d rendezvous at the operator's
-    master service (kubernetes) or at `rdzv_endpoint` on 127.0.0.1 (local), with the job
-    name as rendezvous id so two jobs can never join each other.
+    master service (kubernetes; worker 0 for elastic jobs) or at `rdzv_endpoint` on 127.0.0.1
+    (local), with the job name as rendezvous id so two jobs can never join each other.
     """
     from components.train.cli import TORCHRUN, torchrun_command
 
@@ -28,7 +31,8 @@ def trainer_command(spec: LaunchSpec, args: TrainerArgs, backend: str, rdzv_endp
     }
     multi_node = spec.num_workers > 1 or spec.elastic is not None
     if multi_node and rdzv_endpoint is None:
-        rdzv_endpoint = OPERATOR_RDZV_ENDPOINT if backend == "kubernetes" else None
+        if backend == "kubernetes":
+            rdzv_endpoint = OPERATOR_ELASTIC_RDZV_ENDPOINT if spec.elastic is not None else OPERATOR_RDZV_ENDPOINT
         if rdzv_endpoint is None:
             raise ValueError("a multi-node local launch needs a rendezvous endpoint")
     return torchrun_command(

@@ -1,10 +1,21 @@
 """Build the Kubeflow PyTorchJob (kubeflow.org/v1) for a `LaunchSpec`, with the SDK's models.
 
-Pure: no cluster calls. The master and the workers run one pod template: the training image,
-the torchrun command, env, resources (GPUs as `nvidia.com/gpu`), a memory-backed /dev/shm
-(NCCL and data loaders need more than the default 64 MiB), Istio sidecars off (a sidecar
-keeps a finished pod alive, so the job would never complete), and a runPolicy that bounds
-retries and garbage-collects pods and the job itself.
+Pure: no cluster calls. Every replica runs one pod template: the training image, the torchrun
+command, env, resources (GPUs as `nvidia.com/gpu`), a memory-backed /dev/shm (NCCL and data
+loaders need more than the default 64 MiB), Istio sidecars off (a sidecar keeps a finished pod
+alive, so the job would never complete), and a runPolicy that bounds retries and
+garbage-collects pods and the job itself.
+
+Shapes the Training Operator (v1.9) accepts and runs as meant:
+- fixed size: 1 Master + (nodes - 1) Workers; the operator gives every pod MASTER_ADDR/PORT.
+- elastic: Workers only. The operator counts elasticPolicy.minReplicas/maxReplicas over
+  Workers, puts the rendezvous at worker 0 (PET_RDZV_ENDPOINT), and its webhook refuses
+  elasticPolicy.nProcPerNode together with spec.nprocPerNode, so only the latter is set.
+- backoffLimit = backoff_limit x nodes: the operator compares it with the *sum* of container
+  restarts over all running pods, and one fault in a c10d job restarts every node's container.
+- an ownerReference to the launcher's pod when known (same namespace only: Kubernetes treats a
+  cross-namespace owner as absent and would delete the job), so deleting the step pod deletes
+  the job; no blockOwnerDeletion (that would need update rights on the pod's finalizers).
 """
 
 from __future__ import annotations
@@ -81,15 +92,26 @@ def active_deadline(spec: LaunchSpec) -> int:
     return int(spec.timeout_s) + DEADLINE_MARGIN_S
 
 
+def operator_backoff_limit(spec: LaunchSpec) -> int:
+    """runPolicy.backoffLimit for `spec.backoff_limit` whole-job restarts of `num_workers` nodes."""
+    return spec.backoff_limit * spec.num_workers
+
+
+def replica_counts(spec: LaunchSpec) -> dict[str, int]:
+    """Replica type -> replicas: Workers only for elastic jobs, else 1 Master + Workers."""
+    if spec.elastic is not None:
+        return {"Worker": spec.num_workers}
+    return {"Master": 1, **({"Worker": spec.num_workers - 1} if spec.num_workers > 1 else {})}
+
+
 def build_pytorchjob(spec: LaunchSpec, command: list[str]) -> Any:
     """The PyTorchJob object (KubeflowOrgV1PyTorchJob) that runs `command` on every node."""
     models = _models()
     template = pod_template(spec, command)
-    replicas = {"Master": models.KubeflowOrgV1ReplicaSpec(replicas=1, restart_policy="OnFailure", template=template)}
-    if spec.num_workers > 1:
-        replicas["Worker"] = models.KubeflowOrgV1ReplicaSpec(
-            replicas=spec.num_workers - 1, restart_policy="OnFailure", template=template,
-        )
+    replicas = {
+        kind: models.KubeflowOrgV1ReplicaSpec(replicas=count, restart_policy="OnFailure", template=template)
+        for kind, count in replica_counts(spec).items()
+    }
     elastic = None
     if spec.elastic is not None:
         elastic = models.KubeflowOrgV1ElasticPolicy(
@@ -97,10 +119,9 @@ def build_pytorchjob(spec: LaunchSpec, command: list[str]) -> Any:
             max_replicas=spec.elastic.max_replicas,
             max_restarts=spec.elastic.max_restarts,
             rdzv_backend=spec.elastic.rdzv_backend,
-            n_proc_per_node=spec.procs_per_worker,
         )
     run_policy = models.KubeflowOrgV1RunPolicy(
-        backoff_limit=spec.backoff_limit,
+        backoff_limit=operator_backoff_limit(spec),
         clean_pod_policy=spec.clean_pod_policy,
         ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
         active_deadline_seconds=active_deadline(spec),
@@ -112,6 +133,7 @@ def build_pytorchjob(spec: LaunchSpec, command: list[str]) -> Any:
             name=spec.job_name,
             namespace=spec.namespace,
             labels={RUN_ID_LABEL: spec.job_name, "app.kubernetes.io/name": "recap-train", **dict(spec.labels)},
+            owner_references=_owner(spec),
         ),
         spec=models.KubeflowOrgV1PyTorchJobSpec(
             pytorch_replica_specs=replicas,
@@ -120,6 +142,13 @@ def build_pytorchjob(spec: LaunchSpec, command: list[str]) -> Any:
             elastic_policy=elastic,
         ),
     )
+
+
+def _owner(spec: LaunchSpec) -> list[Any] | None:
+    if spec.owner is None:
+        return None
+    models = _models()
+    return [models.V1OwnerReference(api_version="v1", kind="Pod", name=spec.owner.name, uid=spec.owner.uid)]
 
 
 def to_manifest(job: Any) -> dict[str, Any]:

@@ -56,7 +56,12 @@ def fresh_run_id() -> str:
 
 @dataclass(frozen=True)
 class ElasticSpec:
-    """torchrun elastic mode: the job may shrink to `min_replicas` nodes and restart."""
+    """torchrun elastic mode: the job may run on `min_replicas`..`max_replicas` nodes and restart.
+
+    An elastic PyTorchJob has Worker replicas only (the training operator counts
+    elasticPolicy.minReplicas/maxReplicas over Workers and puts the rendezvous at worker 0), so
+    here replicas, nodes and Workers are one number.
+    """
 
     min_replicas: int
     max_replicas: int
@@ -77,6 +82,15 @@ class TrainerArgs:
 
 
 @dataclass(frozen=True)
+class PodRef:
+    """The pod that launched a job (the KFP step's pod): the job's owner, so that Kubernetes
+    deletes the job when that pod is deleted, even if the launcher never got to clean up."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     job_name: str
     image: str
@@ -89,6 +103,8 @@ class LaunchSpec:
     env: tuple[tuple[str, str], ...] = ()
     service_account: str = ""  # workload identity: the KSA bound to a GCP service account
     gcs_secret: str = ""  # or: a Secret holding a GCP key as `key.json`
+    # Whole-job restarts tolerated. The operator's backoffLimit sums container restarts over all
+    # pods, and one fault in a c10d job restarts every node, so the job gets backoff_limit x nodes.
     backoff_limit: int = 3
     clean_pod_policy: str = "All"
     ttl_seconds_after_finished: int = 3600
@@ -99,6 +115,7 @@ class LaunchSpec:
     cleanup: str = "always"
     log_tail_lines: int = 100
     labels: tuple[tuple[str, str], ...] = field(default=())
+    owner: PodRef | None = None
 
     def __post_init__(self) -> None:
         def bad(message: str) -> None:
@@ -112,6 +129,8 @@ class LaunchSpec:
             bad(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         if self.gpus_per_worker and self.procs_per_worker > self.gpus_per_worker:
             bad(f"procs_per_worker ({self.procs_per_worker}) exceeds gpus_per_worker ({self.gpus_per_worker})")
+        if self.backoff_limit < 0:
+            bad(f"backoff_limit must be >= 0, got {self.backoff_limit}")
         if self.timeout_s <= 0 or self.poll_interval_s <= 0:
             bad("timeout and poll interval must be positive")
         if self.cleanup not in CLEANUP_POLICIES:

@@ -23,12 +23,15 @@ def compiled(tmp_path_factory) -> dict:
     options = CompileOptions(images=images.ImageSettings(registry=images.DEFAULT_REGISTRY, tag=images.DEFAULT_TAG))
     path = tmp_path_factory.mktemp("pipeline") / "recap_pipeline.yaml"
     compile_pipeline(str(path), options)
-    return {"text": path.read_text(), "spec": [d for d in yaml.safe_load_all(path.read_text()) if d]}
+    return {"text": path.read_text(), "spec": [d for d in yaml.safe_load_all(path.read_text()) if d], "path": path}
 
 
 def executors(compiled: dict) -> dict[str, dict]:
-    (spec,) = [d for d in compiled["spec"] if "deploymentSpec" in d]
-    return {name: e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    """Each task's container with its image as the KFP backend resolves it (default parameters)."""
+    from pipeline.backend_resolve import resolve
+
+    resolved = resolve(compiled["path"], {"raw_data_uri": "gs://b/raw"})
+    return {name: {"image": t.image, "command": list(t.command), "args": list(t.args)} for name, t in resolved.items()}
 
 
 def test_compiled_pipeline_references_exactly_the_built_images(compiled):

@@ -1,76 +1,73 @@
-"""A loopback HTTP server that answers the Kubernetes API calls the launcher makes.
+"""A loopback Kubernetes API server with the Training Operator's PyTorchJob behaviour behind it.
 
-It plays a small training operator: a created PyTorchJob walks through a scripted list of
-conditions (one step per GET of the job), its master/worker pods follow the job's phase,
-pod logs are served as text, and DELETE removes the job and its pods. Every request is
-recorded as (method, path) so tests, and the manifests engineer's RBAC check, can compare
-the calls made with what the Role grants (`rbac_rules`).
+The API side answers what the launcher calls (create/get/delete pytorchjobs, list pods, pod
+logs with `previous`/`tailLines`), records every request as (method, path) plus its query,
+and refuses a create the way the operator's validating webhook does. Behind it,
+tests/launch/training_operator.py plays the controller and the kubelets: one reconcile per
+GET of the job (and per `tick()`), on a simulated clock that advances `tick_s` per reconcile,
+so activeDeadlineSeconds and ttlSecondsAfterFinished run in simulated seconds. Kubernetes'
+garbage collector is modelled for ownerReferences to pods: a job whose owner pod is deleted
+(or never existed) is deleted with its pods.
 
-Reusable: `with FakeKubernetes(script=[...]) as k8s:` then point a client at
-`k8s.kubeconfig(path)` or `k8s.configuration()`.
+Reusable: `with FakeKubernetes(scenario=...) as k8s:` then point a client at
+`k8s.kubeconfig(path)`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.launch.training_operator import (
+    RUNS_FOREVER,
+    SUCCEEDS,
+    Crash,
+    OperatorJob,
+    Scenario,
+    crash_loop,
+    denial_message,
+    webhook_errors,
+)
+
 JOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/(?P<ns>[^/]+)/pytorchjobs(?:/(?P<name>[^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+)(?P<log>/log)?)?$")
+CLOCK_START = dt.datetime(2026, 12, 1, 8, 0, 0, tzinfo=dt.UTC)
 
-SUCCESS_SCRIPT = ("Created", "Running", "Succeeded")
-FAILURE_SCRIPT = ("Created", "Running", "Failed")
-STALL_SCRIPT = ("Created", "Running")  # stays Running forever: for timeouts and cancellation
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class FakeJob:
-    body: dict[str, Any]
-    script: tuple[str, ...]
-    step: int = -1
-    conditions: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def phase(self) -> str:
-        return self.script[self.step] if self.step >= 0 else "Pending"
+__all__ = ["Crash", "FakeKubernetes", "RUNS_FOREVER", "SUCCEEDS", "Scenario", "crash_loop", "exercise_launcher"]
 
 
 class FakeKubernetes:
-    """The fake API server. `script`: the condition types a job walks through, one per GET."""
+    """The fake API server. `scenario`: how the containers of every created job behave."""
 
-    def __init__(self, script: Sequence[str] = SUCCESS_SCRIPT, namespace: str = "kubeflow",
-                 failure_reason: str = "OOMKilled", failure_exit_code: int = 137,
-                 failure_log: str = "torch.OutOfMemoryError: CUDA out of memory", log_lines: int = 5,
-                 create_status: int = 201, latency_s: float = 0.0) -> None:
-        self.script = tuple(script)
+    def __init__(self, scenario: Scenario = SUCCEEDS, namespace: str = "kubeflow", create_status: int = 201,
+                 latency_s: float = 0.0, create_latency_s: float = 0.0, tick_s: float = 1.0,
+                 tick_on_get: bool = True) -> None:
+        self.scenario = scenario
         self.namespace = namespace
-        self.failure_reason = failure_reason
-        self.failure_exit_code = failure_exit_code
-        self.failure_log = failure_log
-        self.log_lines = log_lines
         self.create_status = create_status
         self.latency_s = latency_s  # added to every answer: a slow or distant API server
-        self.jobs: dict[tuple[str, str], FakeJob] = {}
+        self.create_latency_s = create_latency_s  # added to creates, after the job exists
+        self.tick_s = tick_s
+        self.tick_on_get = tick_on_get
+        self.clock = CLOCK_START
+        self.jobs: dict[tuple[str, str], OperatorJob] = {}
+        self.step_pods: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name): pods that may own jobs
         self.calls: list[tuple[str, str]] = []
         self.queries: list[dict[str, list[str]]] = []
         self.created: list[dict[str, Any]] = []
         self.deleted: list[str] = []
-        self.lock = threading.Lock()
+        self.denied: list[str] = []
+        self.lock = threading.RLock()
+        self._uid = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -98,8 +95,7 @@ class FakeKubernetes:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -129,68 +125,44 @@ class FakeKubernetes:
         Path(path).write_text(json.dumps(config))  # JSON is YAML
         return str(path)
 
-    def configuration(self) -> Any:
-        from kubernetes.client import Configuration
+    # ------------------------------------------------------------------ the cluster, for tests
 
-        config = Configuration(host=self.url)
-        config.api_key = {"authorization": "not-a-real-token"}
-        config.api_key_prefix = {"authorization": "Bearer"}
-        return config
+    def tick(self, times: int = 1) -> None:
+        """Let the controller reconcile every job `times` times (time passes without the launcher)."""
+        with self.lock:
+            for _ in range(times):
+                for key in list(self.jobs):
+                    self._reconcile(key)
 
-    # ------------------------------------------------------------------ state
+    def add_step_pod(self, name: str, uid: str, namespace: str | None = None) -> None:
+        """A pod outside any job (the KFP step pod running the launcher), which may own jobs."""
+        with self.lock:
+            self.step_pods[uid] = (namespace or self.namespace, name)
 
-    def _pods(self, job: FakeJob) -> list[dict[str, Any]]:
-        name = job.body["metadata"]["name"]
-        pods = []
-        for replica_type, replica in job.body["spec"]["pytorchReplicaSpecs"].items():
-            for index in range(int(replica.get("replicas", 1))):
-                labels = {
-                    "training.kubeflow.org/job-name": name,
-                    "training.kubeflow.org/replica-type": replica_type.lower(),
-                    "training.kubeflow.org/replica-index": str(index),
-                }
-                if replica_type == "Master":
-                    labels["training.kubeflow.org/job-role"] = "master"
-                pods.append(self._pod(job, f"{name}-{replica_type.lower()}-{index}", labels, replica_type == "Master"))
-        return pods
+    def delete_step_pod(self, uid: str) -> None:
+        """Delete that pod (Argo/KFP removing the step pod); the garbage collector follows."""
+        with self.lock:
+            self.step_pods.pop(uid, None)
+            self._collect_garbage()
 
-    def _pod(self, job: FakeJob, name: str, labels: dict[str, str], is_master: bool) -> dict[str, Any]:
-        phase = {"Created": "Pending", "Running": "Running", "Restarting": "Running",
-                 "Succeeded": "Succeeded", "Failed": "Failed"}.get(job.phase, "Pending")
-        state: dict[str, Any] = {"running": {"startedAt": _now()}}
-        if phase == "Pending":
-            state = {"waiting": {"reason": "ContainerCreating"}}
-        elif phase == "Succeeded":
-            state = {"terminated": {"reason": "Completed", "exitCode": 0}}
-        elif phase == "Failed":
-            failed = is_master
-            state = {"terminated": {"reason": self.failure_reason if failed else "Error",
-                                    "exitCode": self.failure_exit_code if failed else 1}}
-        return {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": job.body["metadata"].get("namespace", self.namespace),
-                         "labels": labels, "creationTimestamp": _now()},
-            "status": {"phase": phase, "containerStatuses": [
-                {"name": "pytorch", "ready": phase == "Running", "restartCount": 0, "image": "x", "imageID": "",
-                 "state": state}]},
-        }
+    def job(self, name: str, namespace: str | None = None) -> OperatorJob | None:
+        return self.jobs.get((namespace or self.namespace, name))
 
-    def _advance(self, job: FakeJob) -> None:
-        if job.step + 1 >= len(job.script):
-            return
-        job.step += 1
-        kind = job.script[job.step]
-        for condition in job.conditions:
-            if kind in ("Succeeded", "Failed") and condition["type"] == "Running":
-                condition["status"] = "False"
-        message = f"PyTorchJob {job.body['metadata']['name']} is {kind.lower()}."
-        if kind == "Failed":
-            message = f"PyTorchJob {job.body['metadata']['name']} is failed because 1 Master replica(s) failed."
-        job.conditions.append({"type": kind, "status": "True", "reason": f"PyTorchJob{kind}",
-                               "message": message, "lastTransitionTime": _now(), "lastUpdateTime": _now()})
+    def _reconcile(self, key: tuple[str, str]) -> None:
+        self.clock += dt.timedelta(seconds=self.tick_s)
+        job = self.jobs[key]
+        job.reconcile(self.clock, self._uid)
+        if job.deleted:
+            del self.jobs[key]
+        self._collect_garbage()
 
-    def _job_json(self, job: FakeJob) -> dict[str, Any]:
-        return {**job.body, "status": {"conditions": [dict(c) for c in job.conditions]}}
+    def _collect_garbage(self) -> None:
+        """Delete jobs whose every Pod owner is gone (Kubernetes treats a missing owner as deleted)."""
+        for key, job in list(self.jobs.items()):
+            owners = [o for o in job.body["metadata"].get("ownerReferences") or [] if o.get("kind") == "Pod"]
+            if owners and not any(self.step_pods.get(o.get("uid")) == (key[0], o.get("name")) for o in owners):
+                del self.jobs[key]
+                self.deleted.append(key[1])
 
     # ------------------------------------------------------------------ HTTP
 
@@ -202,9 +174,10 @@ class FakeKubernetes:
         handler.end_headers()
         handler.wfile.write(data)
 
-    def _status(self, handler: BaseHTTPRequestHandler, code: int, reason: str, message: str) -> None:
-        self._send(handler, code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "reason": reason, "message": message, "code": code})
+    @staticmethod
+    def _failure(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+        return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                      "message": message, "code": code}
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         if self.latency_s:
@@ -218,105 +191,102 @@ class FakeKubernetes:
             self.queries.append(query)
             jobs, pods = JOBS.match(parts.path), PODS.match(parts.path)
             if jobs:
-                self._jobs(handler, method, jobs["ns"], jobs["name"], body)
+                reply = self._jobs(method, jobs["ns"], jobs["name"], body)
             elif pods and method == "GET":
-                self._pods_api(handler, pods["ns"], pods["name"], bool(pods["log"]), query)
+                reply = self._pods_api(pods["ns"], pods["name"], bool(pods["log"]), query)
             else:
-                self._status(handler, 404, "NotFound", f"fake: no route for {method} {parts.path}")
+                reply = self._failure(404, "NotFound", f"fake: no route for {method} {parts.path}")
+        if method == "POST" and self.create_latency_s:
+            time.sleep(self.create_latency_s)  # the job exists; the answer is slow to come back
+        self._send(handler, *reply)
 
-    def _jobs(self, handler: BaseHTTPRequestHandler, method: str, ns: str, name: str | None, body: Any) -> None:
+    def _jobs(self, method: str, ns: str, name: str | None, body: Any) -> tuple:
         if method == "POST" and name is None:
             if self.create_status >= 400:
-                self._status(handler, self.create_status, "Forbidden", "fake: create refused")
-                return
+                return self._failure(self.create_status, "Forbidden", "fake: create refused")
+            errors = webhook_errors(body)
+            if errors:
+                self.denied.append(denial_message(errors))
+                return self._failure(403, "Forbidden", denial_message(errors))
             key = (ns, body["metadata"]["name"])
             if key in self.jobs:
-                self._status(handler, 409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{key[1]}" already exists')
-                return
+                return self._failure(409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{key[1]}" already exists')
             self.created.append(body)
-            self.jobs[key] = FakeJob(body=body, script=self.script)
-            self._send(handler, 201, self._job_json(self.jobs[key]))
-            return
-        job = self.jobs.get((ns, name or ""))
-        if job is None:
-            self._status(handler, 404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
-            return
+            self.jobs[key] = OperatorJob(body, self.scenario, self.clock)
+            return (201, self._job_json(self.jobs[key]))
+        if (ns, name or "") not in self.jobs:
+            return self._failure(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
         if method == "GET":
-            self._advance(job)
-            self._send(handler, 200, self._job_json(job))
-        elif method == "DELETE":
+            if self.tick_on_get:
+                self._reconcile((ns, name or ""))
+            job = self.jobs.get((ns, name or ""))
+            if job is None:  # its TTL ran out on this reconcile
+                return self._failure(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
+            return (200, self._job_json(job))
+        if method == "DELETE":
             del self.jobs[(ns, name or "")]
             self.deleted.append(name or "")
-            self._send(handler, 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-        else:
-            self._status(handler, 405, "MethodNotAllowed", f"fake: {method} not supported")
+            return (200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        return self._failure(405, "MethodNotAllowed", f"fake: {method} not supported")
 
-    def _pods_api(self, handler: BaseHTTPRequestHandler, ns: str, name: str | None, is_log: bool,
-                  query: dict[str, list[str]]) -> None:
-        all_pods = [pod for (job_ns, _), job in self.jobs.items() if job_ns == ns for pod in self._pods(job)]
+    @staticmethod
+    def _job_json(job: OperatorJob) -> dict[str, Any]:
+        return {**job.body, "status": job.status_json()}
+
+    def _pods_api(self, ns: str, name: str | None, is_log: bool, query: dict[str, list[str]]) -> tuple:
+        pods = {pod.name: (job, pod) for (job_ns, _), job in self.jobs.items() if job_ns == ns
+                for pod in job.pods.values()}
         if name is None:
             wanted = dict(item.split("=", 1) for item in query.get("labelSelector", [""])[0].split(",") if item)
-            items = [p for p in all_pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
-            self._send(handler, 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
-            return
-        pod = next((p for p in all_pods if p["metadata"]["name"] == name), None)
-        if pod is None or not is_log:
-            self._status(handler, 404, "NotFound", f'pods "{name}" not found')
-            return
-        lines = [f"{name} step={i} loss=0.{9 - i}" for i in range(self.log_lines)]
-        if pod["status"]["phase"] == "Failed" and "master" in name:
-            lines.append(self.failure_log)
+            items = [job.pod_json(pod, ns) for job, pod in pods.values()]
+            items = [p for p in items if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
+            return (200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+        if name not in pods:
+            return self._failure(404, "NotFound", f'pods "{name}" not found')
+        job, pod = pods[name]
+        if not is_log:
+            return (200, job.pod_json(pod, ns))
+        previous = query.get("previous", ["false"])[0] in ("true", "True", "1")
+        lines = pod.previous_log if previous else pod.log
+        if lines is None:
+            return self._failure(400, "BadRequest", f'previous terminated container "pytorch" in pod "{name}" not found')
+        if not previous and pod.phase == "Pending":
+            return self._failure(400, "BadRequest", f'container "pytorch" in pod "{name}" is waiting to start: ContainerCreating')
         tail = int(query.get("tailLines", [len(lines)])[0])
-        self._send(handler, 200, "\n".join(lines[-tail:]) + "\n", content_type="text/plain")
+        return (200, "\n".join(lines[-tail:]) + "\n" if lines else "", "text/plain")
 
 
-# ---------------------------------------------------------------------- RBAC
+# ---------------------------------------------------------------------- every launcher path
 
 
-def rbac_rules(calls: Iterable[tuple[str, str]], queries: Iterable[dict[str, list[str]]] | None = None) -> set[tuple[str, str, str]]:
-    """(apiGroup, resource, verb) triples a Role must grant for the recorded calls."""
-    rules = set()
-    queries = list(queries) if queries is not None else None
-    for index, (method, path) in enumerate(calls):
-        watch = bool(queries and queries[index].get("watch", [""])[0] in ("true", "1"))
-        if match := JOBS.match(path):
-            group, resource, named = "kubeflow.org", "pytorchjobs", match["name"] is not None
-        elif match := PODS.match(path):
-            group, resource, named = "", "pods/log" if match["log"] else "pods", match["name"] is not None
-        else:
-            raise ValueError(f"unknown API path {path}")
-        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(method)
-        if verb is None:
-            verb = "watch" if watch else ("get" if named else "list")
-        rules.add((group, resource, verb))
-    return rules
-
-
-def exercise_launcher(tmp_dir: str | Path) -> set[tuple[str, str, str]]:
-    """Run the launcher through every path (success, failure, timeout, a leftover job, the exit
-    handler's delete) against fresh fake servers; return the RBAC rules those calls need.
-
-    For manifests/ tests: the launcher's Role must grant exactly this set.
-    """
+def exercise_launcher(tmp_dir: str | Path) -> tuple[list[tuple[str, str]], list[dict[str, list[str]]]]:
+    """Run the launcher through every path it has against fresh fake servers: success, a crash
+    loop ending at the backoff limit, our own timeout, a finished leftover job of the same run
+    replaced, a webhook denial, and the exit handler's delete of a job that is there or gone.
+    Returns every request made, with its query, for the RBAC check."""
     import contextlib
 
     from components.launch.cluster import delete_job, run_pytorchjob
     from components.launch.spec import LaunchSpec, TrainingFailed
 
     def spec(**extra: Any) -> LaunchSpec:
-        return LaunchSpec(**{"job_name": "recap-train-rbac", "image": "i", "num_workers": 2, "timeout_s": 0.5,
-                             "poll_interval_s": 0.02, **extra})
+        return LaunchSpec(**{"job_name": "recap-train-rbac", "image": "i", "num_workers": 2, "timeout_s": 5.0,
+                             "poll_interval_s": 0.01, "backoff_limit": 2, **extra})
 
     command = ["torchrun", "--nnodes=2", "-m", "components.train"]
     calls: list[tuple[str, str]] = []
     queries: list[dict[str, list[str]]] = []
-    for script in (SUCCESS_SCRIPT, FAILURE_SCRIPT, STALL_SCRIPT):
-        with FakeKubernetes(script=script) as fake:
+    paths = ((SUCCEEDS, {}, 201), (crash_loop(), {}, 201), (RUNS_FOREVER, {"timeout_s": 0.3}, 201),
+             (SUCCEEDS, {}, 403))  # the last: refused at create (RBAC, webhook)
+    for scenario, extra, create_status in paths:
+        with FakeKubernetes(scenario=scenario, create_status=create_status) as fake:
             kubeconfig = fake.kubeconfig(Path(tmp_dir) / "kubeconfig-rbac")
             with contextlib.suppress(TrainingFailed):
-                run_pytorchjob(spec(cleanup="never"), command, kubeconfig=kubeconfig)
-                run_pytorchjob(spec(), command, kubeconfig=kubeconfig)  # replaces the finished leftover
+                run_pytorchjob(spec(cleanup="never", **extra), command, kubeconfig=kubeconfig)
+            with contextlib.suppress(TrainingFailed):
+                run_pytorchjob(spec(**extra), command, kubeconfig=kubeconfig)  # replaces a finished leftover
             delete_job("recap-train-rbac", "kubeflow", kubeconfig=kubeconfig)
+            delete_job("recap-train-rbac", "kubeflow", kubeconfig=kubeconfig)  # already gone: 404 is fine
             calls += fake.calls
             queries += fake.queries
-    return rbac_rules(calls, queries)
+    return calls, queries

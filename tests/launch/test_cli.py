@@ -7,7 +7,8 @@ import json
 import pytest
 
 from components.cli import main
-from tests.launch.fake_k8s import SUCCESS_SCRIPT, FakeJob, FakeKubernetes
+from tests.launch.fake_k8s import SUCCEEDS, FakeKubernetes
+from tests.launch.training_operator import OperatorJob
 
 TRAINER = ["--config-path", "configs/local.yaml", "--train-data", "gs://b/tf/train", "--validation-data",
            "gs://b/tf/eval", "--save-dir", "gs://b/ckpt", "--model-dir", "gs://b/model"]
@@ -32,10 +33,10 @@ def test_missing_trainer_arguments_are_a_usage_error(capsys):
 
 @pytest.mark.integration
 def test_delete_action_removes_the_runs_job(tmp_path):
-    with FakeKubernetes(script=SUCCESS_SCRIPT) as fake:
+    with FakeKubernetes(scenario=SUCCEEDS) as fake:
         kubeconfig = fake.kubeconfig(tmp_path / "kc")
         left_behind = {"metadata": {"name": "recap-train-6f1c-77"}, "spec": {"pytorchReplicaSpecs": {}}}
-        fake.jobs[("kubeflow", "recap-train-6f1c-77")] = FakeJob(body=left_behind, script=SUCCESS_SCRIPT)
+        fake.jobs[("kubeflow", "recap-train-6f1c-77")] = OperatorJob(left_behind, SUCCEEDS, fake.clock)
         assert main(["launch", "--delete", "--run-id", "6f1c-77", "--kubeconfig", kubeconfig]) == 0
         assert fake.calls == [("DELETE", "/apis/kubeflow.org/v1/namespaces/kubeflow/pytorchjobs/recap-train-6f1c-77")]
         assert fake.jobs == {}

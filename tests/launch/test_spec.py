@@ -76,16 +76,21 @@ def test_multi_node_gpu_job_uses_operator_rendezvous_and_requests_gpus():
     assert container["resources"]["limits"] == {"cpu": "32", "memory": "200Gi", "nvidia.com/gpu": "8"}
     assert container["name"] == "pytorch" and container["image"] == "reg/recap-train:1"
     assert manifest["spec"]["nprocPerNode"] == "8"
-    assert manifest["spec"]["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3600,
+    # 3 whole-job restarts of 4 nodes: the operator sums restarts over all pods
+    assert manifest["spec"]["runPolicy"] == {"backoffLimit": 12, "cleanPodPolicy": "All", "ttlSecondsAfterFinished": 3600,
                                              "activeDeadlineSeconds": 24 * 3600 + 600}
 
 
-def test_elastic_job_sets_policy_and_a_node_range():
-    s = spec(num_workers=2, elastic=ElasticSpec(min_replicas=1, max_replicas=4, max_restarts=5))
+def test_elastic_job_has_workers_only_a_node_range_and_nproc_per_node_once():
+    s = spec(num_workers=2, procs_per_worker=2, elastic=ElasticSpec(min_replicas=1, max_replicas=4, max_restarts=5))
     command = trainer_command(s, ARGS, "kubernetes")
     assert "--nnodes=1:4" in command and "--max-restarts=5" in command
-    elastic = to_manifest(build_pytorchjob(s, command))["spec"]["elasticPolicy"]
-    assert elastic == {"minReplicas": 1, "maxReplicas": 4, "maxRestarts": 5, "rdzvBackend": "c10d", "nProcPerNode": 1}
+    assert "--rdzv_endpoint=$(PET_RDZV_ENDPOINT)" in command  # worker 0, set by the operator
+    manifest = to_manifest(build_pytorchjob(s, command))
+    assert manifest["spec"]["elasticPolicy"] == {"minReplicas": 1, "maxReplicas": 4, "maxRestarts": 5,
+                                                 "rdzvBackend": "c10d"}
+    assert manifest["spec"]["nprocPerNode"] == "2"
+    assert {k: r["replicas"] for k, r in manifest["spec"]["pytorchReplicaSpecs"].items()} == {"Worker": 2}
 
 
 def test_gcs_credentials_come_from_a_secret_or_workload_identity_never_inline():

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from components.launch.cluster import delete_job, run_pytorchjob
-from components.launch.spec import LaunchSpec, TrainingFailed
 from tests.docker.build_files import REPO
-from tests.launch.fake_k8s import FAILURE_SCRIPT, SUCCESS_SCRIPT, FakeKubernetes
+from tests.launch.fake_k8s import exercise_launcher
 from tests.manifests.kustomize import build, load_docs
 
 MANIFESTS = REPO / "manifests"
 LAUNCHER_RBAC = MANIFESTS / "base" / "launcher-rbac.yaml"
-# What issue #8 allows the launcher, at most.
-ALLOWED = {("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "list", "watch", "delete")} | {
-    ("", r, v) for r in ("pods", "pods/log") for v in ("get", "list")}
 
 _PATH = re.compile(
     r"^/(?:api/(?P<core_version>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
@@ -66,28 +61,17 @@ def launcher_role() -> dict:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> list[tuple[str, str, dict]]:
-    """Every request of: a job that succeeds; one that fails (pods listed, logs read); a
-    retried step that finds its finished job (get, delete, wait until gone, create); and the
-    pipeline's cleanup of a job that is already gone."""
-    calls: list[tuple[str, str, dict]] = []
-    command = ["torchrun", "--nnodes=2", "--nproc_per_node=1", "-m", "components.train", "--config_path=c.yaml"]
-    for index, script in enumerate((SUCCESS_SCRIPT, FAILURE_SCRIPT)):
-        with FakeKubernetes(script=script) as fake:
-            kubeconfig = fake.kubeconfig(tmp_path_factory.mktemp("k8s") / "kubeconfig")
-            spec = LaunchSpec(job_name=f"recap-train-rbac-{index}", image="ghcr.io/recap-pipeline/recap-train:0.1.0",
-                              num_workers=2, timeout_s=30.0, poll_interval_s=0.01, cleanup="never")
-            if script is FAILURE_SCRIPT:
-                with pytest.raises(TrainingFailed):
-                    run_pytorchjob(spec, command, kubeconfig=kubeconfig)
-                # the step is retried: the finished job is found, deleted, and created again
-                with pytest.raises(TrainingFailed):
-                    run_pytorchjob(spec, command, kubeconfig=kubeconfig)
-            else:
-                run_pytorchjob(spec, command, kubeconfig=kubeconfig)
-            assert delete_job(spec.job_name, spec.namespace, kubeconfig=kubeconfig) is True
-            assert delete_job(spec.job_name, spec.namespace, kubeconfig=kubeconfig) is False
-            calls += [(m, p, q) for (m, p), q in zip(fake.calls, fake.queries, strict=True)]
-    return calls
+    """Every request of the launcher on each of its paths (tests/launch/fake_k8s.py
+    `exercise_launcher`): success, a crash loop that the operator ends at the backoff limit
+    (pods listed and logs read while it runs), our own timeout, a finished job of the same run
+    replaced, a create refused, and the exit handler's delete of a job that is there or gone."""
+    calls, queries = exercise_launcher(tmp_path_factory.mktemp("k8s"))
+    return [(m, p, q) for (m, p), q in zip(calls, queries, strict=True)]
+
+
+def granted_rules(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
 
 
 def test_authorization_mapping_follows_kubernetes_request_info():
@@ -103,11 +87,10 @@ def test_authorization_mapping_follows_kubernetes_request_info():
 
 
 @pytest.mark.integration
-def test_recorded_calls_cover_the_launcher_paths(recorded):
-    kinds = {authorization(m, p, q)[1:] for m, p, q in recorded}
-    # create, poll, delete, list pods and read logs all happened: the replay is not trivial
-    assert {("kubeflow.org", "pytorchjobs", "create"), ("kubeflow.org", "pytorchjobs", "get"),
-            ("kubeflow.org", "pytorchjobs", "delete"), ("", "pods", "list"), ("", "pods/log", "get")} <= kinds
+def test_the_launcher_role_grants_exactly_the_recorded_calls(recorded):
+    """Least privilege both ways: every recorded call is granted, and every grant was used."""
+    used = {authorization(m, p, q)[1:] for m, p, q in recorded}
+    assert granted_rules(launcher_role()) == used
 
 
 @pytest.mark.integration
@@ -124,14 +107,6 @@ def test_launcher_role_grants_every_recorded_call(recorded):
     for overlay in ("local", "gcp"):
         kustomization = (MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text()
         assert f"namespace: {namespace}" in kustomization
-
-
-def test_launcher_role_grants_nothing_beyond_the_issue():
-    granted = set()
-    for rule in launcher_role()["rules"]:
-        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
-        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    assert granted <= ALLOWED, granted - ALLOWED
 
 
 def test_no_role_in_manifests_uses_wildcards_or_cluster_scope():

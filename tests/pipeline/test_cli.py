@@ -12,9 +12,9 @@ from tests.pipeline.fake_kfp import FakeKfp
 
 def test_params_are_typed_from_the_pipeline_signature():
     types = _parameter_types()
-    parsed = parse_params(["num_workers=4", "blessing_tolerance=0.01", "raw_data_uri=gs://b/raw", "image_tag=1.2"],
+    parsed = parse_params(["num_workers=4", "blessing_tolerance=0.01", "raw_data_uri=gs://b/raw", "train_image=r/recap-train:1.2"],
                           types)
-    assert parsed == {"num_workers": 4, "blessing_tolerance": 0.01, "raw_data_uri": "gs://b/raw", "image_tag": "1.2"}
+    assert parsed == {"num_workers": 4, "blessing_tolerance": 0.01, "raw_data_uri": "gs://b/raw", "train_image": "r/recap-train:1.2"}
     with pytest.raises(ConfigError, match="not a pipeline parameter"):
         parse_params(["num_wrokers=4"], types)
     with pytest.raises(ConfigError, match="expected int"):
@@ -41,7 +41,8 @@ def test_submit_creates_experiment_and_run_and_prints_its_url(capsys, monkeypatc
         assert run["experiment_id"] == "exp-1" and run["service_account"] == "recap-launcher"
         assert run["runtime_config"]["parameters"] == {"raw_data_uri": "gs://bucket/raw", "num_workers": 2}
         spec = run["pipeline_spec"]
-        assert spec["root"]["inputDefinitions"]["parameters"]["image_tag"]["defaultValue"] == "3.1.4"
+        defaults = spec["root"]["inputDefinitions"]["parameters"]
+        assert defaults["train_image"]["defaultValue"].endswith("/recap-train:3.1.4")
         caching = [t.get("cachingOptions", {}) for c in spec["components"].values()
                    for t in c.get("dag", {}).get("tasks", {}).values()]
         assert caching and not any(o.get("enableCache") for o in caching)  # --no-cache reached every task

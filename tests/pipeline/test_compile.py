@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline.dag import CompileOptions, compile_pipeline
-from pipeline.images import IMAGES, ImageSettings
+from pipeline.images import IMAGE_PARAMETERS, ImageSettings
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = {"validate", "validation-gate", "convert", "train", "evaluate", "push", "not-blessed", "delete-training-job"}
@@ -78,10 +78,11 @@ def test_parameters_people_change_in_the_ui(compiled):
     spec = _parse(compiled[1][0])
     params = spec.root.input_definitions.parameters
     for name in ("raw_data_uri", "data_root", "train_config", "num_workers", "procs_per_worker", "gpus_per_worker",
-                 "image_tag", "baseline_metrics_uri", "blessing_tolerance", "cache_key"):
+                 "train_image", "launch_image", "baseline_metrics_uri", "blessing_tolerance", "cache_key"):
         assert name in params, name
     assert not params["raw_data_uri"].is_optional
-    assert params["image_tag"].default_value.string_value == ImageSettings().tag
+    for name, default in ImageSettings().parameter_defaults().items():
+        assert params[name].default_value.string_value == default
 
 
 def test_retries_caching_and_resources(compiled):
@@ -101,17 +102,19 @@ def test_retries_caching_and_resources(compiled):
         assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= set(resources), name
 
 
-def test_images_come_from_one_settings_place_with_a_runtime_tag(tmp_path):
+def test_each_image_is_one_whole_image_parameter_defaulting_to_the_compile_time_registry(tmp_path):
     _, docs = _compile(tmp_path, images=ImageSettings(registry="registry.example.com/ml", tag="7.7.7"))
     spec = _parse(docs[0])
     images = {
         executor.struct_value.fields["container"].struct_value.fields["image"].string_value
         for executor in spec.deployment_spec.fields["executors"].struct_value.fields.values()
     }
-    assert images and all(i.startswith("registry.example.com/ml/") for i in images)
-    assert all(i.split("/")[-1].split(":")[0] in IMAGES for i in images)
-    assert all(i.endswith(":{{$.inputs.parameters['pipelinechannel--image_tag']}}") for i in images)
-    assert spec.root.input_definitions.parameters["image_tag"].default_value.string_value == "7.7.7"
+    # the whole image string is one placeholder: the only form the KFP backend resolves
+    whole = {f"{{{{$.inputs.parameters['pipelinechannel--{p}']}}}}" for p in IMAGE_PARAMETERS.values()}
+    assert images and images <= whole
+    params = spec.root.input_definitions.parameters
+    for name, parameter in IMAGE_PARAMETERS.items():
+        assert params[parameter].default_value.string_value == f"registry.example.com/ml/{name}:7.7.7"
 
 
 def test_no_secrets_or_machine_paths_in_the_yaml(tmp_path):
@@ -141,7 +144,8 @@ def test_compile_from_the_command_line(tool, tmp_path):
     spec = _parse(next(d for d in yaml.safe_load_all(out.read_text()) if d))
     assert spec.pipeline_info.name == "recap-heavy-ranker"
     if tool == "recap":
-        assert spec.root.input_definitions.parameters["image_tag"].default_value.string_value == "9.9.9"
+        default = spec.root.input_definitions.parameters["launch_image"].default_value.string_value
+        assert default.endswith("/recap-launch:9.9.9")
 
 
 def test_kfp_pods_and_pytorchjob_pods_mount_the_gcs_key_at_one_path():

@@ -9,7 +9,7 @@ from kfp import dsl
 from components.launch import job_name
 from pipeline.components import make_components
 from pipeline.images import ImageSettings
-from tests.launch.fake_k8s import STALL_SCRIPT, SUCCESS_SCRIPT, FakeKubernetes
+from tests.launch.fake_k8s import RUNS_FOREVER, SUCCEEDS, FakeKubernetes
 
 pytestmark = pytest.mark.integration
 JOBS = "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs"
@@ -21,7 +21,7 @@ def ops():
 
 
 def test_train_step_submits_a_pytorchjob_named_after_the_run(ops, tmp_path, monkeypatch):
-    with FakeKubernetes(script=SUCCESS_SCRIPT, namespace="team-a") as fake:
+    with FakeKubernetes(scenario=SUCCEEDS, namespace="team-a") as fake:
         monkeypatch.setenv("KUBECONFIG", fake.kubeconfig(tmp_path / "kc"))
         tfrecords = dsl.Dataset(name="tfrecords", uri=str(tmp_path / "convert/tfrecords"),
                                 metadata={"data_uri": "gs://bucket/recap/convert-1/tfrecords"})
@@ -48,7 +48,7 @@ def test_train_step_submits_a_pytorchjob_named_after_the_run(ops, tmp_path, monk
 
 
 def test_exit_handler_deletes_the_job_the_train_step_created(ops, tmp_path, monkeypatch):
-    with FakeKubernetes(script=STALL_SCRIPT, namespace="team-a") as fake:
+    with FakeKubernetes(scenario=RUNS_FOREVER, namespace="team-a") as fake:
         monkeypatch.setenv("KUBECONFIG", fake.kubeconfig(tmp_path / "kc"))
         from components.launch.cluster import make_client
         from components.launch.pytorchjob import build_pytorchjob

@@ -78,10 +78,11 @@ bench: setup
 images-local:
 	@python3 docker/build.py images > /dev/null
 
-# The main job with every step in its own container, data on a GCS emulator on loopback.
-run-containers: setup images-local
+# The main job with every step in its own container (the images this tree builds), data_root
+# on a GCS emulator on loopback whose files stay under $(RUN_DIR)/gcs.
+run-containers: setup
 	$(BIN)/recap data generate --schema local --rows $(RUN_ROWS) --files 4 --seed 1 --out $(RUN_DIR)/raw
-	$(BIN)/python -m pipeline.docker_run --raw $(RUN_DIR)/raw --root $(RUN_DIR)/containers --summary \
+	$(BIN)/python -m pipeline.docker_run --raw $(RUN_DIR)/raw --emulator-dir $(RUN_DIR)/gcs -- --summary \
 	  2> $(RUN_DIR)/pipeline-containers.log \
 	  || { tail -n 40 $(RUN_DIR)/pipeline-containers.log; echo "step logs: $(RUN_DIR)/pipeline-containers.log"; exit 1; }
 	@echo "  step logs:          $(RUN_DIR)/pipeline-containers.log"

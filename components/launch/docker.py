@@ -15,7 +15,7 @@ Operator (v1.9) and the kubelet would do with it, on one host:
   `pytorchjob-port` (the operator uses a declared port instead of its default 23456);
 - restartPolicy OnFailure: a failed container is restarted in place (docker's `on-failure`,
   like the kubelet); the job fails once the replicas' restarts reach runPolicy.backoffLimit
-  (core.PastBackoffLimit), succeeds when the master exits 0, and its containers are removed
+  (core.PastBackoffLimit: the sum over replicas), succeeds when the master exits 0, and its containers are removed
   per the cleanup policy.
 Pods see object storage, not this machine's disk: data, checkpoints and models are URIs
 (gs://, with STORAGE_EMULATOR_HOST passed through for an emulator on loopback).
@@ -34,7 +34,13 @@ from typing import Any
 
 from components.common.errors import ConfigError
 from components.launch.local import free_port
-from components.launch.pytorchjob import CONTAINER_NAME, RUN_ID_LABEL, build_pytorchjob, to_manifest
+from components.launch.pytorchjob import (
+    CONTAINER_NAME,
+    RUN_ID_LABEL,
+    build_pytorchjob,
+    operator_backoff_limit,
+    to_manifest,
+)
 from components.launch.spec import (
     LaunchCancelled,
     LaunchResult,
@@ -146,6 +152,11 @@ def _start(client: Any, spec: LaunchSpec, pod: dict[str, Any]) -> Any:
     except docker.errors.ImageNotFound:
         raise ConfigError(f"launch: image {pod['image']} is not on the Docker engine (nothing is pulled; "
                           "build it, e.g. make images-local)") from None
+    cpus = pod["cpus"]
+    if cpus and cpus > (available := client.info()["NCPU"]):
+        # A node this small would leave the pod Pending; one host runs it with what it has.
+        log.warning("%s: cpu limit %g capped at this engine's %d CPUs", pod["name"], cpus, available)
+        cpus = available
     stale = client.containers.list(all=True, filters={"name": f"^{pod['name']}$"})
     for container in stale:  # a retried launch of the same run
         container.remove(force=True)
@@ -153,7 +164,7 @@ def _start(client: Any, spec: LaunchSpec, pod: dict[str, Any]) -> Any:
         pod["image"], command=pod["args"], entrypoint=pod["entrypoint"], environment=pod["env"],
         name=pod["name"], hostname=pod["name"], extra_hosts={pod["master"]: "127.0.0.1"},
         network_mode="host", restart_policy={"Name": "on-failure"}, detach=True,
-        nano_cpus=int(pod["cpus"] * 1e9) if pod["cpus"] else None, mem_limit=pod["memory"],
+        nano_cpus=int(cpus * 1e9) if cpus else None, mem_limit=pod["memory"],
         shm_size=pod["memory"] or "1g",
         labels={RUN_ID_LABEL: spec.job_name, REPLICA_LABEL: pod["replica"]},
     )
@@ -213,6 +224,7 @@ def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str]) -> LaunchResu
         previous = signal.signal(signal.SIGTERM, lambda signum, _f: cancelled.append(signum))
     start = time.monotonic()
     succeeded = False
+    limit = operator_backoff_limit(spec)  # what the job's runPolicy.backoffLimit says
     try:
         for pod in pods(spec, command, free_port()):
             containers.append(_start(client, spec, pod))
@@ -230,10 +242,10 @@ def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str]) -> LaunchResu
                 succeeded = True
                 break
             restarts = sum(r for _, _, r in states)
-            if _past_backoff_limit(restarts, spec.backoff_limit):
+            if _past_backoff_limit(restarts, limit):
                 lines = "\n".join(f"  | {line}" for line in tail)
                 raise TrainingFailed(f"docker job {spec.job_name} Failed: {restarts} restart(s) reached "
-                                     f"backoffLimit {spec.backoff_limit}; exit codes "
+                                     f"runPolicy.backoffLimit {limit}; exit codes "
                                      f"{[c for _, c, _ in states]}\n{lines}")
             time.sleep(POLL_S)
     finally:

@@ -234,11 +234,11 @@ def build_context(ignore_file: Path = IGNORE_FILE, root: Path = REPO) -> set[str
 def context_hash(build_args: dict[str, str], root: Path = REPO) -> str:
     """What decides the images' content: context files (path, mode, bytes), Dockerfile, args."""
     digest = hashlib.sha256()
-    for rel in sorted(build_context(root=root)):
+    for rel in sorted(build_context(root / "docker" / IGNORE_FILE.name, root)):
         path = root / rel
         digest.update(f"{rel}\0{path.stat().st_mode & 0o111}\0".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    digest.update(DOCKERFILE.read_bytes())
+    digest.update((root / "docker" / DOCKERFILE.name).read_bytes())
     digest.update(json.dumps(build_args, sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
@@ -337,19 +337,20 @@ def build_args() -> dict[str, str]:
     return args
 
 
-def tags(targets: tuple[str, ...], args: dict[str, str]) -> dict[str, str]:
-    digest = context_hash(args)
+def tags(targets: tuple[str, ...], args: dict[str, str], root: Path = REPO) -> dict[str, str]:
+    digest = context_hash(args, root)
     return {target: f"recap-{target}:local-{digest}" for target in targets}
 
 
-def build_image(target: str, tag: str, args: dict[str, str]) -> str:
-    if _image_id(tag):
+def build_image(target: str, tag: str, args: dict[str, str], root: Path = REPO, *options: str) -> str:
+    """`docker build` of one target from `root` (a checkout); `options` such as --no-cache."""
+    if _image_id(tag) and not options:
         return tag
     argv, env = build_command()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{tag.replace(':', '_').replace('/', '_')}.log"
-    argv += ["--network", "host", "-f", str(DOCKERFILE), "--target", target, "-t", tag,
-             *[f"--build-arg={k}={v}" for k, v in args.items() if not k.startswith("_")], str(REPO)]
+    argv += ["--network", "host", "-f", str(root / "docker" / DOCKERFILE.name), "--target", target, "-t", tag,
+             *options, *[f"--build-arg={k}={v}" for k, v in args.items() if not k.startswith("_")], str(root)]
     with open(log_path, "w") as log:
         code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=3600)
     if code != 0:
@@ -359,12 +360,14 @@ def build_image(target: str, tag: str, args: dict[str, str]) -> str:
     return tag
 
 
-def build_images(targets: tuple[str, ...] = CPU_TARGETS) -> dict[str, str]:
+def build_images(targets: tuple[str, ...] = CPU_TARGETS, root: Path = REPO, *options: str,
+                 wanted: dict[str, str] | None = None) -> dict[str, str]:
     """Build the targets (concurrently: BuildKit shares their common layers); target -> tag."""
     args = build_args()
-    wanted = tags(targets, args)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        futures = {target: pool.submit(build_image, target, tag, args) for target, tag in wanted.items()}
+    wanted = wanted or tags(targets, args, root)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        futures = {target: pool.submit(build_image, target, tag, args, root, *options)
+                   for target, tag in wanted.items()}
         errors = [str(f.exception()) for f in futures.values() if f.exception()]
     if errors:
         raise BuildError("; ".join(errors))

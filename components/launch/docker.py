@@ -9,9 +9,12 @@ Operator (v1.9) and the kubelet would do with it, on one host:
   MASTER_PORT, PET_MASTER_PORT, MASTER_ADDR, PET_MASTER_ADDR, WORLD_SIZE (replicas x
   nprocPerNode), RANK and PET_NODE_RANK (master 0, worker i + 1), PET_NPROC_PER_NODE and
   PET_NNODES; then `$(VAR)` in command and args is expanded from the env, as the kubelet does;
-- each container's hostname is its pod name and MASTER_ADDR (the master's Service name)
-  resolves to the master. All replicas share the host's network (no bridge here), so that
-  address is 127.0.0.1 and the master port is a free one, declared in the template as
+- every replica shares the host's network (there is no bridge here) but gets an address of its
+  own in 127.0.10.0/24, on loopback like all of 127/8, as every pod has its own IP: its hostname
+  is its pod name and every pod name resolves to its replica's address, MASTER_ADDR (the
+  master's Service name) included. Distinct addresses matter: torchrun's c10d rendezvous tells
+  nodes apart by host name and pid (every agent is pid 1 in its container), and picks the store's
+  host by comparing addresses. The master port is a free one, declared in the template as
   `pytorchjob-port` (the operator uses a declared port instead of its default 23456);
 - restartPolicy OnFailure: a failed container is restarted in place (docker's `on-failure`,
   like the kubelet); the job fails once the replicas' restarts reach runPolicy.backoffLimit
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 PORT_NAME = "pytorchjob-port"  # the operator reads the master port from this container port
 REPLICA_LABEL = "recap.ai/replica"
 POLL_S = 0.5
+POD_NETWORK = "127.0.10"  # replica i (master first) is 127.0.10.<i + 1>, a loopback address
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -110,7 +114,7 @@ def pods(spec: LaunchSpec, command: list[str], port: int) -> list[dict[str, Any]
     manifest = to_manifest(build_pytorchjob(spec, command))
     for replica in manifest["spec"]["pytorchReplicaSpecs"].values():  # as if the user had declared it
         replica["template"]["spec"]["containers"][0]["ports"] = [{"name": PORT_NAME, "containerPort": port}]
-    out = []
+    out: list[dict[str, Any]] = []
     for replica_type, replica in manifest["spec"]["pytorchReplicaSpecs"].items():
         container = next(c for c in replica["template"]["spec"]["containers"] if c["name"] == CONTAINER_NAME)
         for index in range(int(replica.get("replicas", 1))):
@@ -126,8 +130,11 @@ def pods(spec: LaunchSpec, command: list[str], port: int) -> list[dict[str, Any]
                 "env": env,
                 "cpus": quantity(limits["cpu"]) if "cpu" in limits else None,
                 "memory": int(quantity(limits["memory"])) if "memory" in limits else None,
-                "master": replica_name(spec.job_name, "Master", 0),
+                "address": f"{POD_NETWORK}.{len(out) + 1}",
             })
+    hosts = {pod["name"]: pod["address"] for pod in out}
+    for pod in out:
+        pod["hosts"] = hosts
     return out
 
 
@@ -162,7 +169,7 @@ def _start(client: Any, spec: LaunchSpec, pod: dict[str, Any]) -> Any:
         container.remove(force=True)
     return client.containers.run(
         pod["image"], command=pod["args"], entrypoint=pod["entrypoint"], environment=pod["env"],
-        name=pod["name"], hostname=pod["name"], extra_hosts={pod["master"]: "127.0.0.1"},
+        name=pod["name"], hostname=pod["name"], extra_hosts=pod["hosts"],
         network_mode="host", restart_policy={"Name": "on-failure"}, detach=True,
         nano_cpus=int(cpus * 1e9) if cpus else None, mem_limit=pod["memory"],
         shm_size=pod["memory"] or "1g",

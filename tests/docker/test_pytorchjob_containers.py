@@ -66,6 +66,9 @@ def test_each_replica_gets_the_template_plus_the_operators_env():
         ("PET_NNODES", "2"),
     ]
     assert (master["env"]["RANK"], master["env"]["PET_NODE_RANK"]) == ("0", "0")
+    # one address per pod (all loopback), every pod name resolvable from every pod
+    assert master["hosts"] == worker["hosts"] == {"recap-train-abc-master-0": "127.0.10.1",
+                                                  "recap-train-abc-worker-0": "127.0.10.2"}
 
 
 def test_world_size_counts_processes_not_nodes():
@@ -118,7 +121,8 @@ def test_killed_master_restarts_and_resumes_from_the_last_committed_checkpoint(i
     runner = threading.Thread(target=lambda: outcome.append(_run(spec, args)))
     runner.start()
     client = docker.from_env()
-    first = _wait_for(lambda: checkpoint.latest_checkpoint(args.save_dir), deadline_s=600)
+    first = _wait_for(lambda: checkpoint.latest_checkpoint(args.save_dir) or _failed(outcome), deadline_s=600)
+    assert not isinstance(first, BaseException), first
     master = client.containers.get(f"{job}-master-0")
     worker = client.containers.get(f"{job}-worker-0")
     env = dict(item.split("=", 1) for item in worker.attrs["Config"]["Env"])
@@ -148,6 +152,11 @@ def _run(spec: LaunchSpec, args: TrainerArgs):
         return launch(spec, args, backend="docker")
     except BaseException as exc:  # handed to the test thread
         return exc
+
+
+def _failed(outcome: list[object]) -> BaseException | None:
+    """The launch ended before it should have: its exception, so the test stops waiting."""
+    return next((o for o in outcome if isinstance(o, BaseException)), None)
 
 
 def _restarts(client, job: str) -> int:

@@ -84,8 +84,9 @@ class ContainerTask:
         image = resolve_pod_spec_field(self.image, parameters, where=f"step {task}")
         code, last = self.run_container(task, image)
         if code != 0:
-            print(f"error: step {task} (image {image}) failed with exit code {code}: {last}", file=sys.stderr,
-                  flush=True)
+            # Not print(): kfp.local indents what steps print; this line must stand on its own.
+            sys.stderr.write(f"error: step {task} (image {image}) failed with exit code {code}: {last}\n")
+            sys.stderr.flush()
             return status.Status.FAILURE
         return status.Status.SUCCESS
 

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,14 +55,20 @@ def test_readme_block_runs_every_cpu_step_image():
 def runs(images, tmp_path_factory):
     """The README block run as written in one directory, the same steps from the venv in another."""
     block = readme_block()
-    containers = tmp_path_factory.mktemp("containers")
+    # Outside pytest's (root-only) temporary root, so the user can reach it.
+    containers = Path(tempfile.mkdtemp(prefix="recap-readme-", dir="/tmp"))
     venv = tmp_path_factory.mktemp("venv")
-    for path in (containers, venv):
-        os.chown(path, USER, USER)
     socket_gid = os.stat(os.environ["DOCKER_HOST"].removeprefix("unix://")).st_gid
-    script = IMAGE.sub(lambda m: images[m.group(1)], block)
-    env = {"PATH": f"{RECAP.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(containers),
-           "DOCKER_HOST": os.environ["DOCKER_HOST"]}
+    # The `recap data generate` line runs from the venv (which that user cannot read here), the
+    # docker lines as written, as the user.
+    generate = "\n".join(line for line in block.splitlines() if line.startswith("recap "))
+    subprocess.run(["bash", "-euo", "pipefail", "-c", generate], cwd=containers, check=True, capture_output=True,
+                   env={**os.environ, "PATH": f"{RECAP.parent}:{os.environ['PATH']}"}, timeout=600)
+    for path in [containers, *containers.rglob("*")]:
+        os.chown(path, USER, USER)
+    script = IMAGE.sub(lambda m: images[m.group(1)], "\n".join(
+        line for line in block.replace("\\\n", " ").splitlines() if not line.startswith("recap ")))
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(containers), "DOCKER_HOST": os.environ["DOCKER_HOST"]}
     as_user = ["setpriv", f"--reuid={USER}", f"--regid={USER}", f"--groups={socket_gid}"]
     result = subprocess.run([*as_user, "bash", "-euo", "pipefail", "-c", script], cwd=containers, env=env,
                             capture_output=True, text=True, timeout=1800)
@@ -74,7 +81,8 @@ def runs(images, tmp_path_factory):
         args = [a.replace("/data", str(data)) for a in args]
         done = subprocess.run([str(RECAP), step, *args], cwd=REPO, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"venv {step}: {done.stderr[-3000:]}"
-    return containers / "runs" / "local", data
+    yield containers / "runs" / "local", data
+    shutil.rmtree(containers, ignore_errors=True)
 
 
 def files(root: Path, pattern: str) -> dict[str, bytes]:

@@ -76,7 +76,7 @@ bench: setup
 # Here (no registry, no buildx): the CPU images from a local base, tagged by a hash of the
 # build context; starts an engine first if none answers (docker/build.py).
 images-local:
-	@python3 docker/build.py images > /dev/null
+	@$(PYTHON) docker/build.py images > /dev/null
 
 # The main job with every step in its own container (the images this tree builds), data_root
 # on a GCS emulator on loopback whose files stay under $(RUN_DIR)/gcs.

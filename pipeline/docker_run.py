@@ -38,17 +38,9 @@ PASSED_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def docker_client() -> Any:
-    """docker-py against $DOCKER_HOST (or /var/run/docker.sock); a missing engine is one ConfigError."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise ConfigError("pipeline run --runner docker: needs docker-py (pip install 'recap-pipeline[launch]')") from exc
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise ConfigError(f"pipeline run --runner docker: no Docker engine answers: {exc}") from exc
-    return client
+    from components.launch.docker import docker_client as client
+
+    return client("pipeline run --runner docker")
 
 
 def _executor_input(command: list[str]) -> dict[str, Any]:

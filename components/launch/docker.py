@@ -138,16 +138,17 @@ def pods(spec: LaunchSpec, command: list[str], port: int) -> list[dict[str, Any]
     return out
 
 
-def _client() -> Any:
+def docker_client(who: str = "launch: the docker backend") -> Any:
+    """docker-py against $DOCKER_HOST (or /var/run/docker.sock); no package or no engine is one ConfigError."""
     try:
         import docker
     except ImportError as exc:
-        raise ConfigError("launch: the docker backend needs docker-py (pip install 'recap-pipeline[launch]')") from exc
+        raise ConfigError(f"{who} needs docker-py (pip install 'recap-pipeline[launch]')") from exc
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise ConfigError(f"launch: no Docker engine answers (DOCKER_HOST or /var/run/docker.sock): {exc}") from exc
+        raise ConfigError(f"{who}: no Docker engine answers (DOCKER_HOST or /var/run/docker.sock): {exc}") from exc
     return client
 
 
@@ -221,7 +222,7 @@ def _past_backoff_limit(restarts: int, limit: int) -> bool:
 
 def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str]) -> LaunchResult:
     """Run the job's replicas as containers until the master succeeds, the job fails or times out."""
-    client = _client()
+    client = docker_client()
     containers: list[Any] = []
     tail: collections.deque[str] = collections.deque(maxlen=max(spec.log_tail_lines, 1))
     done = threading.Event()

@@ -89,7 +89,7 @@ def test_a_failing_step_is_named_in_one_line_and_nothing_after_it_runs(images, r
                           "--schema", "no-such-schema", *image_params(images))
     assert result.returncode == 1
     line = failure_line(result.stderr, "validate")
-    assert images["validate"] in line and "exit code 2" in line and "no-such-schema" in line
+    assert images["validate"] in line and "exit code 1" in line and "no-such-schema" in line
     assert json.loads(result.stdout)["failed_tasks"][0] == "validate"
     assert "Executing task \x1b[96m'convert'" not in result.stderr and "'convert'" not in result.stderr
 

@@ -5,8 +5,9 @@ per request, as a remote API server has. Measured:
 (a) timeout accuracy: a job stuck in Running, a 2 s timeout, 0.25 s polling. The SDK's
     `wait_for_job_conditions(wait_timeout=...)` counts polls, not time, so every request's
     latency adds to the wait; ours stops at the deadline (then explains and deletes);
-(b) a successful job: wall time and API calls (ours adds exactly one DELETE);
-(c) a failed job: what the error says and whether the job is left behind.
+(b) a successful job: wall time and API calls (ours also lists the pods on every poll, so a
+    failure is explained even after the operator deleted them, and adds one DELETE);
+(c) a failed job (OOMKilled, backoffLimit 0): what the error says and whether the job is left behind.
 
 `python -m benchmarks.bench_launch` prints a markdown table and writes results/launch.md.
 """
@@ -33,12 +34,13 @@ POLL_S = 0.25
 COMMAND = ["torchrun", "--nnodes=2", "--nproc_per_node=1", "-m", "components.train", "--config_path=c.yaml"]
 
 
-def spec() -> LaunchSpec:
-    return LaunchSpec(job_name="recap-train-bench", image="r/recap-train:1", num_workers=2,
-                      timeout_s=TIMEOUT_S, poll_interval_s=POLL_S)
+def spec(timeout_s: float = TIMEOUT_S) -> LaunchSpec:
+    # backoff_limit 0: the operator fails the job at the first container restart
+    return LaunchSpec(job_name="recap-train-bench", image="r/recap-train:1", num_workers=2, backoff_limit=0,
+                      timeout_s=timeout_s, poll_interval_s=POLL_S)
 
 
-def stock(script, tmp: str) -> tuple[float, str, int, bool]:
+def stock(script, tmp: str, timeout_s: float) -> tuple[float, str, int, bool]:
     """The SDK as its docs show it: create_job, wait_for_job_conditions, delete_job."""
     with FakeKubernetes(scenario=script, latency_s=LATENCY_S) as fake:
         client = make_client("kubeflow", fake.kubeconfig(f"{tmp}/kc-stock"))
@@ -46,22 +48,22 @@ def stock(script, tmp: str) -> tuple[float, str, int, bool]:
         outcome = "Succeeded"
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the SDK prints a status table
-                client.create_job(job=build_pytorchjob(spec(), COMMAND), namespace="kubeflow")
+                client.create_job(job=build_pytorchjob(spec(timeout_s), COMMAND), namespace="kubeflow")
                 client.wait_for_job_conditions("recap-train-bench", namespace="kubeflow",
-                                               wait_timeout=TIMEOUT_S, polling_interval=POLL_S)
+                                               wait_timeout=timeout_s, polling_interval=POLL_S)
                 client.delete_job("recap-train-bench", namespace="kubeflow")
         except (TimeoutError, RuntimeError) as exc:
             outcome = f"{type(exc).__name__}: {str(exc)[:60]}..."
         return time.monotonic() - start, outcome, len(fake.calls), bool(fake.jobs)
 
 
-def ours(script, tmp: str) -> tuple[float, str, int, bool]:
+def ours(script, tmp: str, timeout_s: float) -> tuple[float, str, int, bool]:
     with FakeKubernetes(scenario=script, latency_s=LATENCY_S) as fake:
         kubeconfig = fake.kubeconfig(f"{tmp}/kc-ours")
         start = time.monotonic()
         outcome = "Succeeded"
         try:
-            run_pytorchjob(spec(), COMMAND, kubeconfig=kubeconfig)
+            run_pytorchjob(spec(timeout_s), COMMAND, kubeconfig=kubeconfig)
         except (LaunchTimeout, TrainingFailed) as exc:
             first, *rest = str(exc).splitlines()
             detail = next((line.strip() for line in rest if "terminated" in line), "")
@@ -72,10 +74,11 @@ def ours(script, tmp: str) -> tuple[float, str, int, bool]:
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, script in (("stuck job, 2 s timeout", RUNS_FOREVER), ("successful job", SUCCEEDS),
-                              ("failed job (OOMKilled)", crash_loop(every=2))):
-            s_sec, s_out, s_calls, s_left = stock(script, tmp)
-            o_sec, o_out, o_calls, o_left = ours(script, tmp)
+        for label, script, timeout_s in (("stuck job, 2 s timeout", RUNS_FOREVER, TIMEOUT_S),
+                                         ("successful job", SUCCEEDS, 30.0),
+                                         ("failed job (OOMKilled)", crash_loop(every=2), 30.0)):
+            s_sec, s_out, s_calls, s_left = stock(script, tmp, timeout_s)
+            o_sec, o_out, o_calls, o_left = ours(script, tmp, timeout_s)
             rows.append((label, s_sec, o_sec, s_calls, o_calls, s_left, o_left, s_out, o_out))
     lines = [
         f"# Launcher: stock SDK flow vs ours ({LATENCY_S * 1000:.0f} ms per API request, poll {POLL_S} s)",

@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = " ".join(args._command.path)
     try:
         config_path = getattr(args, "config_path", None)
-        if config_path:
+        # `launch --backend kubernetes`: the trainer reads the config inside the train image.
+        if config_path and getattr(args, "backend", None) != "kubernetes":
             from components.common import storage
 
             if not storage.exists(config_path):

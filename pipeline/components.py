@@ -20,6 +20,7 @@ def validate(
     schema: str,
     validate_config: str,
     reference_stats_uri: str,
+    data_root: str,
     cache_key: str,
     statistics: Output[Artifact],
     report: Output[HTML],
@@ -34,6 +35,7 @@ def validate(
     from pipeline import runtime
 
     setup_logging()
+    runtime.check_data_root(statistics.uri, data_root)  # the first step: fail before any work
     os.makedirs(statistics.path, exist_ok=True)
     result = run(raw_data_uri, statistics.path, schema, validate_config or None, reference_stats_uri or None)
     runtime.copy_file(result.report_uri, report.path)
@@ -99,7 +101,7 @@ def train(
     """Launch training (PyTorchJob or local torchrun) and record the exported model's location.
 
     Training pods run as `service_account` (Workload Identity) unless a key Secret is mounted;
-    STORAGE_EMULATOR_HOST is forwarded so a cluster with an in-cluster GCS emulator works.
+    STORAGE_EMULATOR_HOST (given to every pod by `--storage-config-map`) is forwarded to them.
     """
     import os
 

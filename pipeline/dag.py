@@ -133,7 +133,7 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
         with dsl.ExitHandler(cleanup, name="recap"):
             validated = _configure(
                 ops.validate(raw_data_uri=raw_data_uri, schema=schema, validate_config=validate_config,
-                             reference_stats_uri=reference_stats_uri, cache_key=cache_key),
+                             reference_stats_uri=reference_stats_uri, data_root=data_root, cache_key=cache_key),
                 "validate", options, images,
             )
             gate = _configure(

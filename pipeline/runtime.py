@@ -9,6 +9,11 @@ straight to object storage, never through KFP's artifact copy:
   so consumers do not download it through the KFP launcher, and local runs can use gs://.
 The artifact records the location in `metadata["data_uri"]` and in a small `_LOCATION.json`
 inside the artifact directory (so the KFP launcher always has a local file to upload).
+
+`storage` speaks gs:// and local paths only. A KFP install whose pipeline root is MinIO or S3
+(`minio://...`, `s3://...`, e.g. KFP standalone on kind) therefore needs `data_root` set to a
+gs:// URI (on kind: the in-cluster emulator's bucket); `check_data_root` fails the first step
+with that advice instead of letting a later one write `minio://...` as a relative local path.
 """
 
 from __future__ import annotations
@@ -16,15 +21,38 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 from components.common import storage
+from components.common.errors import ConfigError
 
 LOCATION_FILE = "_LOCATION.json"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+STORAGE_SCHEMES = ("gs", "file")  # and scheme-less local paths
+
+
+def _unsupported(uri: str) -> str | None:
+    match = _SCHEME.match(uri)
+    return match.group(1) if match and match.group(1) not in STORAGE_SCHEMES else None
+
+
+def check_data_root(artifact_uri: str, data_root: str) -> None:
+    """Fail clearly when large data would go where `storage` cannot write (see module doc)."""
+    if data_root:
+        if scheme := _unsupported(data_root):
+            raise ConfigError(f"data_root {data_root}: {scheme}:// is not supported; use gs://BUCKET/PATH")
+        return
+    if scheme := _unsupported(artifact_uri):
+        raise ConfigError(
+            f"data_root is empty, so large data would go under the pipeline root ({artifact_uri}), and "
+            f"{scheme}:// is not supported (gs:// and local paths are); set the data_root parameter to a "
+            "gs:// URI (on kind: the emulator's bucket, e.g. gs://recap-local/recap)")
 
 
 def data_location(artifact_uri: str, data_root: str) -> str:
     """Where a step writes the large data behind the output artifact at `artifact_uri`."""
+    check_data_root(artifact_uri, data_root)
     if not data_root:
         return artifact_uri.rstrip("/")
     parts = artifact_uri.rstrip("/").split("/")

@@ -54,12 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--env", action="append", default=[], help="KEY=VALUE for the trainer (repeatable)")
     job.add_argument("--service-account", default="", help="pod service account (workload identity)")
     job.add_argument("--gcs-secret", default="", help="Secret with a GCP key as key.json")
-    job.add_argument("--backoff-limit", type=int, default=3)
+    job.add_argument("--backoff-limit", type=int, default=3,
+                     help="whole-job restarts before the job fails (runPolicy.backoffLimit = this x nodes)")
     job.add_argument("--clean-pod-policy", choices=CLEAN_POD_POLICIES, default="All")
     job.add_argument("--ttl-seconds-after-finished", type=int, default=3600)
     job.add_argument("--active-deadline-seconds", type=int, default=None,
                      help="operator-enforced limit (default: --timeout + 600)")
-    job.add_argument("--elastic-min", type=int, default=0, help="elastic: min nodes (0 = not elastic)")
+    job.add_argument("--elastic-min", type=int, default=0,
+                     help="elastic: min nodes (0 = not elastic); elastic jobs run Worker replicas only")
     job.add_argument("--elastic-max", type=int, default=0, help="elastic: max nodes")
     job.add_argument("--max-restarts", type=int, default=3, help="elastic: torchrun --max_restarts")
     job.add_argument("--timeout", type=float, default=24 * 3600.0, help="seconds to wait for the job")

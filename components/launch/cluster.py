@@ -193,7 +193,7 @@ def _wait(client: Any, spec: LaunchSpec, deadline: float, watcher: PodWatcher) -
         time.sleep(min(spec.poll_interval_s, max(deadline - time.monotonic(), 0.0)))
 
 
-def explain(client: Any, spec: LaunchSpec, job: Any | None, watcher: PodWatcher) -> str:
+def explain(job: Any | None, watcher: PodWatcher) -> str:
     """The operator's reason, then what the watcher captured and the pods left now."""
     lines = [f"condition {c.type}: {c.reason}: {c.message}" for c in _conditions(job)
              if c.status == "True" and c.type in (FAILED, "Restarting")]
@@ -260,11 +260,11 @@ def run_pytorchjob(spec: LaunchSpec, command: list[str], kubeconfig: str | None 
             final = _wait(client, spec, deadline, watcher)
             if _true(final, FAILED):
                 raise TrainingFailed(
-                    f"PyTorchJob {spec.namespace}/{spec.job_name} Failed\n{explain(client, spec, final, watcher)}"
+                    f"PyTorchJob {spec.namespace}/{spec.job_name} Failed\n{explain(final, watcher)}"
                 )
             succeeded = True
         except LaunchTimeout as exc:
-            raise LaunchTimeout(f"{exc}\n{explain(client, spec, final, watcher)}") from exc
+            raise LaunchTimeout(f"{exc}\n{explain(final, watcher)}") from exc
         except CreateRefused:
             create_sent = False  # the API server answered: nothing was created
             raise

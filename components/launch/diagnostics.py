@@ -65,7 +65,8 @@ def pod_state(pod: Any) -> str:
     phase = getattr(pod.status, "phase", None) or "Unknown"
     status = _trainer_status(pod)
     if status is None:
-        return phase
+        conditions = _false_conditions(pod)
+        return f"{phase} ({'; '.join(conditions)})" if conditions else phase
     parts = [f"restarts {status.restart_count or 0}"]
     state = status.state
     if state is not None and state.terminated is not None:
@@ -79,7 +80,13 @@ def pod_state(pod: Any) -> str:
     last = getattr(status.last_state, "terminated", None)
     if last is not None:
         parts.append(f"last: {last.reason or '?'} exit {last.exit_code}")
-    return f"{phase} ({'; '.join(parts)})"
+    return f"{phase} ({'; '.join(parts + _false_conditions(pod))})"
+
+
+def _false_conditions(pod: Any) -> list[str]:
+    """E.g. `PodScheduled=False: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu`."""
+    return [f"{c.type}=False: {c.message.strip()[:300]}" for c in getattr(pod.status, "conditions", None) or []
+            if c.status == "False" and c.message]
 
 
 class PodWatcher:

@@ -26,6 +26,17 @@ def test_dry_run_prints_the_pytorchjob_named_after_the_run(capsys):
     assert "--num_train_steps=9" in args and "--nnodes=2" in args
 
 
+def test_kubernetes_backend_does_not_look_for_the_config_on_this_disk(capsys, tmp_path, monkeypatch):
+    """The config path is read inside the train image (WORKDIR /opt/recap), not here."""
+    monkeypatch.chdir(tmp_path)  # outside a checkout: configs/prod.yaml does not exist here
+    args = ["launch", "--dry-run", "--run-id", "r1", "--image", "r/recap-train:1", *TRAINER]
+    args[args.index("configs/local.yaml")] = "configs/prod.yaml"
+    assert main([*args, "--backend", "kubernetes"]) == 0
+    assert "--config_path=configs/prod.yaml" in capsys.readouterr().out
+    assert main([*args, "--backend", "local"]) == 2
+    assert "configs/prod.yaml: config file not found" in capsys.readouterr().err
+
+
 def test_missing_trainer_arguments_are_a_usage_error(capsys):
     assert main(["launch", "--run-id", "x"]) == 2
     assert "missing --config-path" in capsys.readouterr().err

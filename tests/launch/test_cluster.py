@@ -113,6 +113,22 @@ def test_ttl_after_finished_deletes_a_kept_job(tmp_path):
         assert fake.job(NAME) is None  # 2 s after completion
 
 
+def test_a_job_deleted_under_us_is_reported_with_what_its_pods_went_through(tmp_path):
+    """Someone (or a short ttlSecondsAfterFinished) deletes the job while we poll: a 404."""
+
+    class DeletedAtTick5(FakeKubernetes):
+        def _reconcile(self, key):
+            super()._reconcile(key)
+            if key in self.jobs and self.jobs[key].ticks >= 5:
+                del self.jobs[key]
+
+    crash = Scenario(run_ticks=None, crashes=(Crash(at=3),))
+    with DeletedAtTick5(scenario=crash) as fake, pytest.raises(TrainingFailed) as info:
+        launch(fake, tmp_path)
+    assert "deleted while we waited" in str(info.value)
+    assert f"first failure: pod {NAME}-worker-0: pytorch terminated OOMKilled exit 137" in str(info.value)
+
+
 def test_cleanup_on_success_keeps_a_failed_job_for_debugging(tmp_path):
     with FakeKubernetes(scenario=crash_loop()) as fake:
         with pytest.raises(TrainingFailed):
@@ -128,6 +144,13 @@ def test_our_timeout_is_honoured_explained_and_the_job_deleted(tmp_path):
         assert "not finished after 0.5s" in str(info.value)
         assert f"pod {NAME}-master-0 now: Running (pytorch running" in str(info.value)
         assert fake.calls[-1] == ("DELETE", f"{JOBS}/{NAME}") and fake.jobs == {}
+
+
+def test_a_job_that_cannot_be_scheduled_says_why_at_our_timeout(tmp_path):
+    waiting = Scenario(pending_ticks=10_000, unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+    with FakeKubernetes(scenario=waiting) as fake, pytest.raises(LaunchTimeout) as info:
+        launch(fake, tmp_path, timeout_s=0.3)
+    assert "PodScheduled=False: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(info.value)
 
 
 def test_leftover_finished_job_of_the_same_run_is_replaced(tmp_path):

@@ -181,6 +181,7 @@ class Scenario:
     pending_ticks: int = 1
     run_ticks: int | None = 2
     crashes: tuple[Crash, ...] = ()
+    unschedulable: str = ""  # the scheduler's message while pods are Pending, e.g. too few GPUs
 
 
 SUCCEEDS = Scenario()
@@ -391,6 +392,12 @@ class OperatorJob:
 
     # ------------------------------------------------------------------ API views
 
+    def pod_conditions(self, pod: Pod) -> list[dict[str, Any]]:
+        if pod.phase == "Pending" and self.scenario.unschedulable:
+            return [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": self.scenario.unschedulable}]
+        return [{"type": "PodScheduled", "status": "True"}]
+
     def pod_json(self, pod: Pod, namespace: str) -> dict[str, Any]:
         labels = {JOB_NAME_LABEL: self.name, REPLICA_TYPE_LABEL: pod.replica_type.lower(),
                   REPLICA_INDEX_LABEL: str(pod.index)}
@@ -413,5 +420,5 @@ class OperatorJob:
                                               "name": self.name, "uid": f"job-{self.name}", "controller": True}]},
             "spec": {"containers": containers, "restartPolicy": "Never" if pod.restart_policy == "ExitCode"
                      else pod.restart_policy},
-            "status": {"phase": pod.phase, "containerStatuses": [status]},
+            "status": {"phase": pod.phase, "containerStatuses": [status], "conditions": self.pod_conditions(pod)},
         }

@@ -26,6 +26,21 @@ def test_without_a_data_root_data_lives_under_the_artifact_uri():
     assert runtime.data_location("gs://pr/run/convert/tfrecords/", "") == "gs://pr/run/convert/tfrecords"
 
 
+@pytest.mark.parametrize("root", ["minio://mlpipeline/v2/artifacts/run/validate/statistics",
+                                  "s3://bucket/run/convert/tfrecords"])
+def test_a_minio_or_s3_pipeline_root_without_data_root_fails_at_once_with_advice(root):
+    """KFP standalone's pipeline root is MinIO; storage would take minio://... for a relative path."""
+    with pytest.raises(ConfigError, match=r"set the data_root parameter to a gs:// URI") as info:
+        runtime.check_data_root(root, "")
+    assert root in str(info.value)
+    with pytest.raises(ConfigError):
+        runtime.data_location(root, "")
+    assert runtime.data_location(root, "gs://recap-local/recap").startswith("gs://recap-local/recap/")
+    with pytest.raises(ConfigError, match="minio:// is not supported"):
+        runtime.check_data_root("gs://pr/a", "minio://mlpipeline/recap")
+    runtime.check_data_root("/tmp/kfp/run/validate/statistics", "")  # kfp.local: a local path
+
+
 def test_record_location_is_read_back_by_consumers(tmp_path):
     out = dsl.Dataset(name="tfrecords", uri=str(tmp_path / "convert" / "tfrecords"), metadata={})
     runtime.record_location(out, "gs://data/x/tfrecords", train_records=10)

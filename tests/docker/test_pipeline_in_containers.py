@@ -84,22 +84,25 @@ def failure_line(stderr: str, step: str) -> str:
     return lines.pop()
 
 
-def test_a_failing_step_is_named_in_one_line_and_nothing_after_it_runs(images, raw, tmp_path):
-    result = pipeline_run("--runner", "docker", "--raw", raw, "--root", str(tmp_path / "root"),
-                          "--schema", "no-such-schema", *image_params(images))
+def test_a_failing_step_is_named_in_one_line_and_nothing_after_it_runs(images, tmp_path):
+    """No Parquet files: validate records the anomaly, the gate's container exits 1 (no retries)."""
+    (tmp_path / "empty").mkdir()
+    result = pipeline_run("--runner", "docker", "--raw", str(tmp_path / "empty"), "--root", str(tmp_path / "root"),
+                          *image_params(images))
     assert result.returncode == 1
-    line = failure_line(result.stderr, "validate")
-    assert images["validate"] in line and "exit code 1" in line and "no-such-schema" in line
-    assert json.loads(result.stdout)["failed_tasks"][0] == "validate"
-    assert "Executing task \x1b[96m'convert'" not in result.stderr and "'convert'" not in result.stderr
+    line = failure_line(result.stderr, "validation-gate")
+    assert images["launch"] in line and "exit code 1" in line and "no Parquet files" in line
+    outcome = json.loads(result.stdout)
+    assert outcome["failed_tasks"][0] == "validation-gate"
+    assert not (Path(outcome["run_dir"]) / "convert").exists()  # nothing after the gate ran
 
 
 def test_a_missing_image_fails_its_step_without_a_pull(images, raw, tmp_path):
-    missing = {**images, "validate": "recap-validate:never-built"}
+    missing = {**images, "launch": "recap-launch:never-built"}
     result = pipeline_run("--runner", "docker", "--raw", raw, "--root", str(tmp_path / "root"),
                           *image_params(missing))
     assert result.returncode == 1
-    assert "recap-validate:never-built is not on the Docker engine" in failure_line(result.stderr, "validate")
+    assert "recap-launch:never-built is not on the Docker engine" in failure_line(result.stderr, "validation-gate")
 
 
 def test_no_engine_is_one_line_and_exit_2(raw, tmp_path):

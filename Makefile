@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make setup  create .venv with the pinned stack (idempotent)"
-	@echo "make test   setup + ruff + pytest (everything, ~6 min)"
+	@echo "make test   setup + ruff + images + pytest (everything, containers included)"
 	@echo "make test-fast  setup + ruff + unit tests only (~1 min)"
 	@echo "make run    setup + the main job (see README)"
 	@echo "make bench  setup + benchmarks (writes BENCHMARKS.md)"

@@ -151,7 +151,8 @@ def main() -> None:
         tree = copy_tree(work / "tree")
         cold_s, tags = timed_build(tree, "--no-cache")
         module = tree / "components" / "__init__.py"
-        module.write_text(module.read_text() + "# one-line change\n")
+        # unique, so the tags are new and nothing from an earlier run is found ready-made
+        module.write_text(module.read_text() + f"# one-line change {time.time_ns()}\n")
         rebuild_s, _ = timed_build(tree)
         naive = "recap-bench-naive:local"
         (work / "naive.Dockerfile").write_text(NAIVE_DOCKERFILE)

@@ -1,6 +1,6 @@
 # Builds every recap-pipeline image: `make images`, i.e.
-#   docker buildx bake -f docker/docker-bake.hcl            build all five
-#   docker buildx bake -f docker/docker-bake.hcl --push     build and push all five
+#   docker buildx bake -f docker/docker-bake.hcl            build all six
+#   docker buildx bake -f docker/docker-bake.hcl --push     build and push all six
 #   docker buildx bake -f docker/docker-bake.hcl train      build one
 # Run it from the repository root (the build context). Registry and tag use the same
 # variables as pipeline/images.py, so an image built with
@@ -21,7 +21,7 @@ variable "REVISION" {
 }
 
 group "default" {
-  targets = ["validate", "convert", "train", "evaluate", "launch"]
+  targets = ["validate", "convert", "train", "train-cpu", "evaluate", "launch"]
 }
 
 # Shared settings; not built on its own.
@@ -53,6 +53,13 @@ target "train" {
   inherits = ["_common"]
   target   = "train"
   tags     = ["${RECAP_IMAGE_REGISTRY}/recap-train:${RECAP_IMAGE_TAG}"]
+}
+
+# Training without a GPU (CPU torch, gloo): what a laptop or a CPU-only cluster runs.
+target "train-cpu" {
+  inherits = ["_common"]
+  target   = "train-cpu"
+  tags     = ["${RECAP_IMAGE_REGISTRY}/recap-train-cpu:${RECAP_IMAGE_TAG}"]
 }
 
 target "evaluate" {

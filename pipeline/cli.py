@@ -64,8 +64,11 @@ def run_compile(args: argparse.Namespace) -> int:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", required=True, help="raw Parquet directory (local path or gs://)")
     parser.add_argument("--root", required=True, help="data/output root for TFRecords, checkpoints, models")
-    parser.add_argument("--train-config", default=str(repo_configs_dir() / "local.yaml"),
+    parser.add_argument("--train-config", default=None,
                         help="trainer YAML (default: the bundled configs/local.yaml)")
+    parser.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                        help="subprocess: steps in this venv; docker: every step in the image the YAML names, "
+                             "training as the PyTorchJob's pods in containers (pipeline/docker_run.py)")
     parser.add_argument("--schema", default="local", help="schema variant or YAML (default: local)")
     parser.add_argument("--num-workers", type=int, default=1, help="simulated nodes (torchrun agents)")
     parser.add_argument("--procs-per-worker", type=int, default=1, help="processes per node")
@@ -103,14 +106,28 @@ def _print_summary(result, raw_uri: str) -> None:
 def run_run(args: argparse.Namespace) -> int:
     from pipeline.local_run import run_local
 
+    params = parse_params(args.param, _parameter_types())
+    train_config = args.train_config or str(repo_configs_dir() / "local.yaml")
+    runner = contextlib.nullcontext(None)
+    if args.runner == "docker":
+        from pipeline.docker_run import container_tasks
+
+        # In the images, configs/ is the working directory's, and training runs as containers too.
+        train_config = args.train_config or "configs/local.yaml"
+        params.setdefault("train_backend", "docker")
+        if "://" not in args.root:
+            os.makedirs(args.root, exist_ok=True)  # mounted into the containers, so it must exist
+        local_paths = [os.path.abspath(p) for p in (args.raw, args.root, args.serving_uri, args.pipeline_root)
+                       if p and "://" not in p] + ([train_config] if os.path.isabs(train_config) else [])
+        runner = container_tasks(tuple(local_paths))
     # kfp.local echoes every step's output to stdout; send it to stderr, keep stdout for the result JSON.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), runner as kfp_runner:
         result = run_local(
-            args.raw, args.root, args.train_config, schema=args.schema, num_workers=args.num_workers,
+            args.raw, args.root, train_config, schema=args.schema, num_workers=args.num_workers,
             procs_per_worker=args.procs_per_worker, num_train_steps=args.num_train_steps,
             baseline_metrics_uri=args.baseline_metrics_uri, evaluate_config=args.evaluate_config,
             serving_uri=args.serving_uri, pipeline_root=args.pipeline_root, enable_caching=args.cache,
-            extra_params=parse_params(args.param, _parameter_types()),
+            extra_params=params, runner=kfp_runner,
         )
     if args.summary:
         _print_summary(result, args.raw)

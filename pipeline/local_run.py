@@ -138,8 +138,12 @@ def run_local(
     pipeline_root: str | None = None,
     enable_caching: bool = False,
     extra_params: dict[str, Any] | None = None,
+    runner: Any = None,
 ) -> LocalRunResult:
-    """Compile the DAG, run it with kfp.local, and say where the report, metrics and model are."""
+    """Compile the DAG, run it with kfp.local, and say where the report, metrics and model are.
+
+    `runner`: kfp.local's runner (default: subprocesses in this venv; pipeline/docker_run.py
+    gives one that runs every step in its container)."""
     from kfp import components
 
     from pipeline.dag import PIPELINE_NAME, compile_pipeline
@@ -157,7 +161,7 @@ def run_local(
         "train_backend": "local", "baseline_metrics_uri": baseline_metrics_uri, **(extra_params or {}),
     }
     local = _import_kfp_local()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=True,
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=kfp_root, raise_on_error=True,
                enable_caching=enable_caching)
     before = set(Path(kfp_root).glob(f"{PIPELINE_NAME}-*"))
     start = time.monotonic()

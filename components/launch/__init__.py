@@ -1,4 +1,5 @@
-"""Start training: a Kubeflow PyTorchJob (`kubernetes`) or local torchrun processes (`local`).
+"""Start training: a Kubeflow PyTorchJob (`kubernetes`), local torchrun processes (`local`) or
+the PyTorchJob's pods as containers on one Docker engine (`docker`).
 
 `run(spec, args, backend)` builds the trainer command once and hands it to a backend; the
 Kubernetes client is imported only when that backend is used.
@@ -40,4 +41,10 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
         from components.launch.cluster import run_pytorchjob
 
         return run_pytorchjob(spec, trainer_command(spec, args, backend), kubeconfig=kubeconfig)
+    if backend == "docker":  # the PyTorchJob's pods as containers on one Docker engine
+        if not spec.image:
+            raise ConfigError("launch: the docker backend needs --image (the training image)")
+        from components.launch.docker import run_pytorchjob_in_docker
+
+        return run_pytorchjob_in_docker(spec, trainer_command(spec, args, "kubernetes"))
     raise ConfigError(f"launch: unknown backend {backend!r}; one of {', '.join(BACKENDS)}")

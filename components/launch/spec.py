@@ -17,11 +17,11 @@ from typing import Literal
 
 from components.common.errors import CheckFailed, ConfigError
 
-Backend = Literal["kubernetes", "local"]
+Backend = Literal["kubernetes", "local", "docker"]
 CleanupPolicy = Literal["always", "on_success", "never"]
 CleanPodPolicy = Literal["None", "Running", "All"]
 
-BACKENDS: tuple[str, ...] = ("kubernetes", "local")
+BACKENDS: tuple[str, ...] = ("kubernetes", "local", "docker")
 CLEANUP_POLICIES: tuple[str, ...] = ("always", "on_success", "never")
 CLEAN_POD_POLICIES: tuple[str, ...] = ("None", "Running", "All")
 

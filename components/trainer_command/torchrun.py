@@ -26,7 +26,9 @@ def torchrun_command(config_path: str, nproc_per_node: int = 1, nnodes: int | st
     command = [*launcher, f"--nnodes={nnodes}", f"--nproc_per_node={nproc_per_node}",
                f"--max-restarts={max_restarts}"]
     if nnodes == 1 and rdzv_endpoint is None:
-        command.append("--standalone")
+        # The workers meet the agent's store on loopback, not at the host name, which resolves
+        # to nothing in a container without a network (`docker run --network none`).
+        command += ["--standalone", "--local-addr=127.0.0.1"]
     else:
         if rdzv_endpoint is None:
             raise ConfigError(f"--rdzv_endpoint is required with --nnodes={nnodes} (host:port of node 0)")

@@ -1,8 +1,8 @@
 """Readers for docker/: the Dockerfile's stages, the bake file and the dockerignore.
 
-No Docker engine runs here, so the tests read the build files the way BuildKit would:
-stages with their inherited ENV/LABEL/USER/ENTRYPOINT, bake targets with `inherits` and
-`${VAR}` defaults resolved, and the build context after the per-Dockerfile ignore file.
+The tests read the build files the way BuildKit would: stages with their inherited
+ENV/LABEL/USER/ENTRYPOINT, bake targets with `inherits` and `${VAR}` defaults resolved, and the
+build context after the per-Dockerfile ignore file (the built images are tested elsewhere).
 """
 
 from __future__ import annotations
@@ -240,80 +240,19 @@ def bake_targets(path: Path = BAKE_FILE, env: dict[str, str] | None = None) -> d
 
 
 # ---------------------------------------------------------------------------- dockerignore
+# BuildKit's ignore-file semantics live in docker/build.py (the image tags hash the context it
+# computes); docker/ is not a package, so the script is loaded from its path.
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Docker's ignore patterns: Go filepath.Match per segment, plus `**` for any depth."""
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):
-                i += 1
-                out += "(?:.*/)?"
-            else:
-                out += ".*"
-            continue
-        if c == "*":
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[":
-            end = pattern.index("]", i)
-            out += "[" + pattern[i + 1:end].replace("!", "^", 1) + "]"
-            i = end
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(out + "$")
+def _load_build_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recap_docker_build", DOCKER_DIR / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def ignore_patterns(path: Path) -> list[tuple[bool, str]]:
-    """(is_exception, cleaned pattern) per line, in file order."""
-    out = []
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        out.append((line.startswith("!"), os.path.normpath(line.lstrip("!").strip()).lstrip("/")))
-    return out
-
-
-def read_ignore(path: Path) -> list[tuple[bool, re.Pattern[str]]]:
-    """(is_exception, regex) per pattern line, in file order."""
-    return [(exception, _pattern_regex(pattern)) for exception, pattern in ignore_patterns(path)]
-
-
-def ignored(rel_path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    """The last pattern matching the path or one of its parent directories decides."""
-    parts = rel_path.split("/")
-    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-    result = False
-    for exception, regex in rules:
-        if any(regex.match(prefix) for prefix in prefixes):
-            result = not exception
-    return result
-
-
-def build_context(ignore_file: Path, root: Path = REPO) -> set[str]:
-    """Relative paths of the files BuildKit would send as the context."""
-    rules = read_ignore(ignore_file)
-    exceptions = [pattern for exception, pattern in ignore_patterns(ignore_file) if exception]
-
-    def prunable(rel_dir: str) -> bool:
-        """An ignored directory no exception pattern reaches into (like .venv) is not walked."""
-        if not ignored(rel_dir, rules):
-            return False
-        return not any(p.startswith(f"{rel_dir}/") or p[:1] in "*?[" for p in exceptions)
-
-    out = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        prefix = "" if rel_dir == "." else f"{rel_dir}/"
-        dirnames[:] = [d for d in dirnames if not prunable(prefix + d)]
-        for name in filenames:
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if not ignored(rel, rules):
-                out.add(rel)
-    return out
+build_script = _load_build_script()
+build_context = build_script.build_context
+ignore_patterns = build_script.ignore_patterns

@@ -1,8 +1,8 @@
 """docker/: lint-clean Dockerfiles whose images are exactly the ones the pipeline names,
 each starting the right `recap` step, as a non-root user, from a context without secrets.
 
-No Docker engine runs on this machine, so images are not built here: these tests read the
-Dockerfile, the bake file and the ignore file the way BuildKit would.
+These tests read the Dockerfile, the bake file and the ignore file the way BuildKit would;
+tests/docker/test_images.py and its neighbours test the images built from them.
 """
 
 from __future__ import annotations
@@ -87,16 +87,23 @@ def test_inline_ignores_are_specific_and_explained(stages):
 # ------------------------------------------------------------------------------ images
 
 
-def test_bake_builds_exactly_the_images_the_pipeline_names(targets):
+def test_bake_builds_the_images_the_pipeline_names_and_the_cpu_train_image(targets):
     built = {image_name(tag) for target in targets.values() for tag in target["tags"]}
-    assert built == set(images.IMAGES)
+    assert built == set(images.IMAGES) | {"recap-train-cpu"}
+
+
+def test_bake_and_the_local_build_cover_the_same_cpu_targets(targets):
+    from tests.docker.build_files import build_script
+
+    assert set(build_script.CPU_TARGETS) == set(targets) - {"train"}
 
 
 def test_bake_defaults_match_pipeline_registry_and_tag(targets):
     expected = images.ImageSettings(registry=images.DEFAULT_REGISTRY, tag=images.DEFAULT_TAG)
     for target in targets.values():
         (tag,) = target["tags"]
-        assert tag == expected.image(image_name(tag))
+        if image_name(tag) in images.IMAGES:
+            assert tag == expected.image(image_name(tag))
 
 
 def test_bake_registry_and_tag_follow_the_pipeline_environment_variables():
@@ -104,7 +111,9 @@ def test_bake_registry_and_tag_follow_the_pipeline_environment_variables():
     settings = images.ImageSettings(registry=env["RECAP_IMAGE_REGISTRY"], tag=env["RECAP_IMAGE_TAG"])
     for target in bake_targets(env=env).values():
         (tag,) = target["tags"]
-        assert tag == settings.image(image_name(tag))
+        assert tag.startswith(f"{env['RECAP_IMAGE_REGISTRY']}/") and tag.endswith(":1.2.3")
+        if image_name(tag) in images.IMAGES:
+            assert tag == settings.image(image_name(tag))
         assert target["args"]["VERSION"] == "1.2.3"
 
 
@@ -147,7 +156,7 @@ def test_docker_run_image_help_works(image):
     assert f"recap {' '.join(images.IMAGES[image])}" in result.stdout
 
 
-@pytest.mark.parametrize("image", sorted(images.IMAGES))
+@pytest.mark.parametrize("image", sorted(images.IMAGES) + ["recap-train-cpu"])
 def test_image_runs_as_non_root_with_labels_and_configs(image, targets, stages):
     (target,) = [t for t in targets.values() if image_name(t["tags"][0]) == image]
     stage = stages[target["target"]]
@@ -160,11 +169,13 @@ def test_image_runs_as_non_root_with_labels_and_configs(image, targets, stages):
     assert labels["org.opencontainers.image.title"] == image
     env = stage.env()
     assert env["RECAP_CONFIG_DIR"] == "/opt/recap/configs"
-    assert ["configs", env["RECAP_CONFIG_DIR"]] in [c[-2:] for c in stage.copies()]
+    # the project layer: configs (and the source) copied from the `project` stage, last
+    assert ["configs", env["RECAP_CONFIG_DIR"]] in [c[-2:] for c in stages["project"].copies()]
+    assert ["--from=project", "/opt/recap", "/opt/recap"] in stage.copies()
     # relative `configs/...` paths (a checkout's, the pipeline's defaults) resolve in the image
     assert f"{stage.workdir()}/configs" == env["RECAP_CONFIG_DIR"]
     assert env["PATH"].startswith("/opt/venv/bin:")
-    assert any(c[-1] == "/opt/venv" and c[0].startswith("--from=build-") for c in stage.copies())
+    assert installed_extras(stages, target["target"]), f"{image}: no dependency layer"
 
 
 def test_images_hold_no_secrets(stages):
@@ -200,8 +211,8 @@ def test_pinned_versions_in_the_dockerfile_match_the_constraints_file():
 
 def test_cuda_constraints_swap_only_the_fbgemm_cpu_pin(tmp_path, stages):
     """Run the build-train stage's own filter command on the real constraints file."""
-    (run,) = [rest for kw, rest in stages["build-train"].instructions if kw == "RUN" and "grep" in rest]
-    filter_cmd = run.split(" && python3.11")[0].replace("/tmp/", f"{tmp_path}/")
+    (run,) = [rest for kw, rest in stages["deps-train"].instructions if kw == "RUN" and "grep" in rest]
+    filter_cmd = run.split(" && pip install")[0].replace("/tmp/", f"{tmp_path}/")
     (tmp_path / "constraints.txt").write_text((REPO / "configs" / "constraints.txt").read_text())
     subprocess.run(["sh", "-c", filter_cmd], check=True, timeout=30)
     original = (tmp_path / "constraints.txt").read_text().splitlines()
@@ -220,25 +231,53 @@ def test_train_image_is_cuda_and_cpu_images_are_slim_python(stages):
     assert args["CUDA_IMAGE"].startswith("nvidia/cuda:12.8")
     assert args["TORCH_CUDA_INDEX"].endswith("/cu128"), "CUDA index and base image must agree"
     assert stages["train"].chain()[-1].base == "${CUDA_IMAGE}"
-    for name in ("validate", "convert", "evaluate", "launch"):
+    for name in ("validate", "convert", "evaluate", "launch", "train-cpu"):
         assert stages[name].chain()[-1].base == "${PYTHON_IMAGE}"
 
 
-def installed_extras(stages, image_stage: str) -> set[str]:
-    """The project extras the image's builder stage installs (`"$1[validate,pipeline]"`)."""
-    runs = " ".join(rest for kw, rest in stages[f"build-{image_stage}"].instructions if kw == "RUN")
-    return {extra for group in re.findall(r'"\$1\[([\w,]+)\]"', runs) for extra in group.split(",")}
+def installed_extras(stages, target: str) -> set[str]:
+    """The project extras the image's dependency layers install: each layer copies a requirement
+    list (`COPY --from=requirements /req/<layer>.txt`) that docker/requirements.py writes from them."""
+    layers = _requirement_layers()
+    copied = [c[-2] for c in stages[target].copies() if c[0] == "--from=requirements"]
+    return {extra for source in copied for extra in layers[source.removeprefix("/req/").removesuffix(".txt")][1]}
+
+
+def _requirement_layers() -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("requirements", DOCKER_DIR / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LAYERS
 
 
 def test_each_image_installs_the_extra_its_step_needs(stages):
-    extras = {"validate": "validate", "convert": "convert", "evaluate": "evaluate", "launch": "pipeline",
-              "train": "train"}
-    for image_stage, extra in extras.items():
-        assert extra in installed_extras(stages, image_stage), f"{image_stage}: the `{extra}` extra is not installed"
+    extras = {"validate": "validate", "convert": "convert", "evaluate": "evaluate", "launch": "launch",
+              "train": "train", "train-cpu": "train"}
+    for target, extra in extras.items():
+        assert extra in installed_extras(stages, target), f"{target}: the `{extra}` extra is not installed"
         if extra in ("train", "evaluate"):
-            runs = " ".join(rest for kw, rest in stages[f"build-{image_stage}"].instructions if kw == "RUN")
+            runs = " ".join(rest for s in stages[target].chain() for kw, rest in s.instructions if kw == "RUN")
             # torchrec's metadata requires the CUDA fbgemm-gpu: it must come after fbgemm, --no-deps
             assert re.search(r"fbgemm-gpu(-cpu)?==.*--no-deps torchrec==", runs)
+
+
+def test_no_image_installs_an_extra_its_step_does_not_need(stages):
+    needs = {"validate": {"validate", "pipeline"}, "convert": {"validate", "pipeline", "convert"},
+             "launch": {"validate", "pipeline", "launch"},
+             "evaluate": {"validate", "pipeline", "evaluate"},  # `validate` adds nothing to the core
+             "train-cpu": {"evaluate", "train"}, "train": {"train"}}
+    for target, wanted in needs.items():
+        assert installed_extras(stages, target) == wanted, target
+
+
+def test_dependency_layers_never_see_the_source_tree(stages):
+    """Only the `project` stage copies components/ or pipeline/: a code change rebuilds nothing else."""
+    for stage in stages.values():
+        sources = [c[0] for c in stage.copies() if not c[0].startswith("--")]
+        touches_code = any(s.startswith(("components", "pipeline")) for s in sources)
+        assert not touches_code or stage.name == "project", stage.name
 
 
 # ------------------------------------------------------------------------------ build context
@@ -263,7 +302,7 @@ def test_context_holds_every_copied_source(context, stages):
 def test_context_leaves_out_venv_tests_git_and_credentials(context):
     for path in context:
         top = path.split("/", 1)[0]
-        assert top in {"pyproject.toml", "README.md", "components", "pipeline", "configs"}, path
+        assert top in {"pyproject.toml", "components", "pipeline", "configs"} or path == "docker/requirements.py", path
         assert "__pycache__" not in path and not path.endswith(".pyc"), path
 
 
@@ -273,7 +312,7 @@ def test_context_keeps_all_code_and_configs(context):
               if "__pycache__" not in p.parts}
     wanted |= {str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*") if p.is_file()}
     assert wanted - context == set()
-    assert {"pyproject.toml", "README.md"} <= context
+    assert {"pyproject.toml", "docker/requirements.py"} <= context
 
 
 def test_dockerignore_drops_credentials_even_inside_allowed_folders(tmp_path):

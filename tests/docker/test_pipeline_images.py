@@ -37,7 +37,8 @@ def executors(compiled: dict) -> dict[str, dict]:
 def test_compiled_pipeline_references_exactly_the_built_images(compiled):
     referenced = set(_IMAGE.findall(compiled["text"]))
     built = {image_name(tag) for t in bake_targets(env={}).values() for tag in t["tags"]}
-    assert referenced == built == set(images.IMAGES)
+    # recap-train-cpu: the CPU stand-in for recap-train, run by the train_image parameter's users
+    assert referenced == built - {"recap-train-cpu"} == set(images.IMAGES)
 
 
 def test_every_executor_image_comes_from_the_default_registry(compiled):

@@ -62,7 +62,7 @@ def test_works_as_another_uid_on_a_read_only_root(images, target):
     modules = {"validate": "components.validate.validator, kfp.dsl.executor_main",
                "convert": "components.convert.shard, components.convert.example_wire, kfp.dsl.executor_main",
                "launch": "components.launch.cluster, components.launch.docker, docker, kfp.dsl.executor_main",
-               "evaluate": "components.evaluate.evaluator, components.train.reader, kfp.dsl.executor_main",
+               "evaluate": "components.evaluate.evaluator, components.records.reader, kfp.dsl.executor_main",
                "train-cpu": "components.train.loop, components.train.tensorboard, torch.distributed.run"}[target]
     run = ["run", "--rm", "--network", "none", "--user", OTHER_UID, "--read-only", "--tmpfs", "/tmp"]
     docker(*run, images[target], "--help")

@@ -34,9 +34,9 @@ def two_node_spec(image: str = "recap-train-cpu:test", **overrides) -> LaunchSpe
 
 
 def trainer_args(root: str = "gs://b/run") -> TrainerArgs:
-    return TrainerArgs(config_path="configs/local.yaml", train_data=f"{root}/data/train",
-                       validation_data=f"{root}/data/eval", save_dir=f"{root}/checkpoints",
-                       model_dir=f"{root}/model", extra=(("num_train_steps", str(STEPS)),))
+    return TrainerArgs.of("configs/local.yaml", train_data=f"{root}/data/train",
+                          validation_data=f"{root}/data/eval", save_dir=f"{root}/checkpoints",
+                          model_dir=f"{root}/model", num_train_steps=STEPS)
 
 
 # ----------------------------------------------------------------- the pods (no engine)
@@ -121,7 +121,7 @@ def test_killed_master_restarts_and_resumes_from_the_last_committed_checkpoint(i
     runner = threading.Thread(target=lambda: outcome.append(_run(spec, args)))
     runner.start()
     client = docker.from_env()
-    first = _wait_for(lambda: checkpoint.latest_checkpoint(args.save_dir) or _failed(outcome), deadline_s=600)
+    first = _wait_for(lambda: checkpoint.latest_checkpoint(args.value("save_dir")) or _failed(outcome), deadline_s=600)
     assert not isinstance(first, BaseException), first
     master = client.containers.get(f"{job}-master-0")
     worker = client.containers.get(f"{job}-worker-0")
@@ -141,9 +141,9 @@ def test_killed_master_restarts_and_resumes_from_the_last_committed_checkpoint(i
     resumed = [int(w.split("=")[1]) for line in logs.splitlines() if "resumed from committed checkpoint" in line
                for w in line.split() if w.startswith("step=")]
     assert resumed and resumed[0] >= first[0] and resumed[0] % 100 == 0, logs[-3000:]
-    assert checkpoint.latest_checkpoint(args.save_dir)[0] == STEPS  # ends at exactly num_train_steps
+    assert checkpoint.latest_checkpoint(args.value("save_dir"))[0] == STEPS  # ends at exactly num_train_steps
     assert f"step={STEPS + 1}" not in logs
-    assert storage.read_json(f"{args.model_dir}/export.json")  # the chief exported the model
+    assert storage.read_json(f"{args.value("model_dir")}/export.json")  # the chief exported the model
     assert client.containers.list(all=True, filters={"label": f"recap.ai/run-id={job}"}) == []  # cleaned up
 
 

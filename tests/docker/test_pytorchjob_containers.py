@@ -143,7 +143,7 @@ def test_killed_master_restarts_and_resumes_from_the_last_committed_checkpoint(i
     assert resumed and resumed[0] >= first[0] and resumed[0] % 100 == 0, logs[-3000:]
     assert checkpoint.latest_checkpoint(args.value("save_dir"))[0] == STEPS  # ends at exactly num_train_steps
     assert f"step={STEPS + 1}" not in logs
-    assert storage.read_json(f"{args.value("model_dir")}/export.json")  # the chief exported the model
+    assert storage.read_json(f"{args.value('model_dir')}/export.json")  # the chief exported the model
     assert client.containers.list(all=True, filters={"label": f"recap.ai/run-id={job}"}) == []  # cleaned up
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.common.errors import ConfigError, DataError
+from components.common.errors import DataError
 from components.common.logs import format_metrics
 from components.common.schema import Schema
 from components.ranker.layers import Linear
@@ -59,10 +59,7 @@ class TrainResult:
 
 
 def per_rank_batch_size(data: DataConfig, world_size: int, where: str) -> int:
-    if data.global_batch_size % world_size:
-        raise ConfigError(f"{where}.global_batch_size: {data.global_batch_size} is not divisible "
-                          f"by the world size {world_size}")
-    return data.global_batch_size // world_size
+    return data.rank_batch_size(world_size, where)
 
 
 def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str) -> BatchSource:
@@ -243,7 +240,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
         batches = itertools.chain([first], batches)
     accumulation = training.gradient_accumulation
-    global_batch = config.train_data.global_batch_size
+    global_batch = config.train_data.global_batch(env.world_size)
     progress = _progress(env, training.num_train_steps, step)
     window_start, window_steps = time.perf_counter(), 0
     losses: dict[str, float] = {}

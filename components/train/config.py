@@ -32,11 +32,17 @@ class TrainingConfig(StrictModel):
     num_eval_steps: int = Field(default=4, ge=0)
     gradient_accumulation: int = Field(default=1, ge=1)
     seed: int = 0
-    bf16_autocast: bool = False
+    # bf16 autocast of the forward pass. None (auto): on for GPU training, off on CPU (where it
+    # pays only with AVX512-BF16 or AMX; set it true there).
+    bf16_autocast: bool | None = None
+    # TF32 for the fp32 matmuls and convolutions left on NVIDIA GPUs (Ampere and later), as the
+    # original trainer did. None (auto): on for GPU training; no effect on CPU.
+    tf32: bool | None = None
     # With bf16_autocast: Linear layers compute with bf16 weight copies that the optimizer keeps
-    # up to date, instead of casting every weight every step (same numbers, faster; precision.py).
-    # None (auto): on for CPU training and for a single GPU; off for several GPUs, where the
-    # copies' gradient all-reduce would no longer overlap the backward pass. Never used with
+    # up to date, instead of casting every weight every step (same numbers, faster on a CPU;
+    # precision.py). None (auto): on for CPU training only; on a GPU the casts cost little at HBM
+    # speed, the copies split the fused Adam into many launches, and on several GPUs their
+    # gradient all-reduce would no longer overlap the backward pass. Never used with
     # gradient_accumulation > 1, optimizer.fused_adam: false, or --debug_loop.
     bf16_weight_copies: bool | None = None
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads per process

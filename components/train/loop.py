@@ -26,7 +26,7 @@ from components.common.schema import Schema
 from components.ranker.layers import Linear
 from components.ranker.model import HeavyRanker
 from components.records.batch import RecapBatch
-from components.train import checkpoint
+from components.train import checkpoint, numerics
 from components.train.config import DataConfig, RecapConfig
 from components.train.distributed import DistEnv
 from components.train.loss import multi_task_loss
@@ -108,7 +108,7 @@ class _Optimizers:
 
 
 def _autocast(config: RecapConfig, env: DistEnv):
-    if not config.training.bf16_autocast:
+    if not numerics.uses_bf16_autocast(config.training, env.device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16)
 
@@ -154,12 +154,12 @@ def reuse_large_allocations() -> bool:
 
 def _use_bf16_weight_copies(config: RecapConfig, env: DistEnv, debug_loop: bool) -> bool:
     training = config.training
-    if not training.bf16_autocast or training.gradient_accumulation > 1 or debug_loop:
+    if not numerics.uses_bf16_autocast(training, env.device) or training.gradient_accumulation > 1 or debug_loop:
         return False
     if not config.optimizer.fused_adam:
         return False
     if training.bf16_weight_copies is None:
-        return env.device.type == "cpu" or env.world_size == 1
+        return env.device.type == "cpu"
     return training.bf16_weight_copies
 
 
@@ -226,6 +226,9 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     training = config.training
     tasks = list(schema.task_names)
     per_rank_batch_size(config.train_data, env.world_size, "train_data")
+    formats = numerics.configure(training, env.device)
+    if env.is_chief:
+        log.info("number formats on %s: %s", env.device.type, format_metrics(**formats))
     reuse_large_allocations()
     model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
     export_group = export_wait_group(env)

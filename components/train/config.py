@@ -27,7 +27,10 @@ class TrainingConfig(StrictModel):
     initial_checkpoint_dir: str | None = None  # warm start: a step_<n> dir (or a save_dir)
     checkpoint_every_n: int = Field(default=50, ge=1)
     checkpoint_max_to_keep: int = Field(default=3, ge=1)
-    train_log_every_n: int = Field(default=10, ge=1)
+    train_log_every_n: int = Field(default=10, ge=1)  # also when the losses are copied to the host
+    # Every rank reads this many steps of batches ahead and checks with one collective that all
+    # ranks have them: no per-step collective or host sync (ranks.CheckedBatches).
+    data_check_every_n: int = Field(default=8, ge=1)
     eval_every_n: int = Field(default=50, ge=1)
     num_eval_steps: int = Field(default=4, ge=0)
     gradient_accumulation: int = Field(default=1, ge=1)

@@ -33,6 +33,7 @@ from components.train.loss import multi_task_loss
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
 from components.train.precision import use_bf16_weight_copies
 from components.train.ranks import (
+    CheckedBatches,
     export_on_chief,
     export_wait_group,
     next_batches,
@@ -182,8 +183,11 @@ def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debu
 
 def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[RecapBatch], config: RecapConfig,
                env: DistEnv, pos_weight: torch.Tensor, debug_step: int | None = None) -> torch.Tensor:
-    """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses."""
-    task_loss_sum = torch.zeros(pos_weight.shape[0])
+    """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses.
+
+    The losses stay on the device: copying them to the host would wait for the step to finish.
+    """
+    task_loss_sum = torch.zeros(pos_weight.shape[0], device=pos_weight.device)
     anomaly = torch.autograd.detect_anomaly() if debug_step is not None else contextlib.nullcontext()
     for batch in micro_batches:
         batch = batch.to(env.device, non_blocking=True)
@@ -192,7 +196,7 @@ def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[Reca
             loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
         with anomaly:
             (loss / len(micro_batches)).backward()
-        task_loss_sum += per_task.cpu()
+        task_loss_sum += per_task.detach().float()
     if debug_step is not None:
         _debug_report(dmp, debug_step, loss, batch)
     optimizers.step()
@@ -237,12 +241,13 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
 
     step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
     tensorboard = TensorBoard(config, env)
-    batches = open_source(train_batches, batches_consumed, "train_data")
+    read = open_source(train_batches, batches_consumed, "train_data")
     if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
-        (first,) = next_batches(batches, 1, "train_data", 0)
+        (first,) = next_batches(read, 1, "train_data", 0)
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
-        batches = itertools.chain([first], batches)
+        read = itertools.chain([first], read)
     accumulation = training.gradient_accumulation
+    batches = CheckedBatches(read, accumulation, training.data_check_every_n, "train_data", batches_consumed)
     global_batch = config.train_data.global_batch(env.world_size)
     progress = _progress(env, training.num_train_steps, step)
     window_start, window_steps = time.perf_counter(), 0
@@ -253,7 +258,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        micro_batches = next_batches(batches, accumulation, "train_data", batches_consumed)
+        micro_batches = batches.next(training.num_train_steps - step)
         batches_consumed += accumulation
         task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
                                    debug_step=step if debug_loop else None)

@@ -15,7 +15,7 @@ RUN_DIR ?= runs/local
 RUN_ROWS ?= 200000
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint run run-containers bench images images-local push-images clean system-deps
+.PHONY: help setup test test-fast lint run run-containers bench gpu-check images images-local push-images clean system-deps
 
 help:
 	@echo "make setup  create .venv with the pinned stack (idempotent)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-fast  setup + ruff + unit tests only (~1 min)"
 	@echo "make run    setup + the main job (see README)"
 	@echo "make bench  setup + benchmarks (writes BENCHMARKS.md)"
+	@echo "make gpu-check  on a machine with one CUDA GPU: speed, memory, syncs, a round trip vs CPU (docs/gpu.md)"
 	@echo "make images-local  build the CPU images on this host (no registry needed)"
 	@echo "make run-containers  the main job with every step in its container"
 
@@ -72,6 +73,11 @@ run: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
+
+# On one CUDA GPU (docs/gpu.md); without one it says so and exits 0. GPU_CHECK_ARGS: e.g. --real-rows 0.
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 # Here (no registry, no buildx): the CPU images from a local base, tagged by a hash of the
 # build context; starts an engine first if none answers (docker/build.py).

@@ -93,7 +93,7 @@ def child_train(precision: str, steps: int, warmup: int) -> dict:
     reuse_large_allocations()  # as train() does
     save_dir = tempfile.mkdtemp(prefix="bench-train-")
     config, schema, env = _world_of_one("configs/prod.yaml", {
-        "training.save_dir": save_dir, "train_data.global_batch_size": 128,
+        "training.save_dir": save_dir, "train_data.per_rank_batch_size": 128,
         "training.bf16_autocast": precision != "fp32", "training.bf16_weight_copies": precision != "bf16-plain"})
     model, dmp, optimizers = build_training_model(config, schema, env)  # as train() does
     flops = _flops_per_example(model)

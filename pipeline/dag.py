@@ -103,10 +103,11 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
         evaluate_config: str = "",
         reference_stats_uri: str = "",
         num_workers: int = 1,
-        procs_per_worker: int = 1,
+        procs_per_worker: int = 0,
         gpus_per_worker: int = 0,
-        cpu_per_worker: str = "8",
-        memory_per_worker: str = "32Gi",
+        cpu_per_worker: str = "",
+        memory_per_worker: str = "",
+        trainer_env: str = "",
         num_train_steps: int = 0,
         train_backend: str = "kubernetes",
         namespace: str = "kubeflow",
@@ -140,7 +141,8 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
             )
             converted = _configure(
                 ops.convert(raw_data_uri=raw_data_uri, schema=schema, convert_config=convert_config,
-                            data_root=data_root, cache_key=cache_key),
+                            data_root=data_root, cache_key=cache_key, num_workers=num_workers,
+                            procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker),
                 "convert", options, images,
             ).after(gate)
             trained = _configure(
@@ -149,7 +151,8 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
                           train_image=train_image, namespace=namespace,
                           num_workers=num_workers, procs_per_worker=procs_per_worker,
                           gpus_per_worker=gpus_per_worker, cpu_per_worker=cpu_per_worker,
-                          memory_per_worker=memory_per_worker, num_train_steps=num_train_steps,
+                          memory_per_worker=memory_per_worker, trainer_env=trainer_env,
+                          num_train_steps=num_train_steps,
                           timeout_s=train_timeout_s, gcs_secret=options.gcs_secret,
                           service_account=trainer_service_account),
                 "train", options, images,

@@ -61,8 +61,16 @@ def convert(
     data_root: str,
     cache_key: str,
     tfrecords: Output[Dataset],
+    num_workers: int = 1,
+    procs_per_worker: int = 0,
+    gpus_per_worker: int = 0,
 ):
-    """Raw Parquet -> gzip TFRecord train/eval splits, written straight to the data location."""
+    """Raw Parquet -> gzip TFRecord train/eval splits, written straight to the data location.
+
+    Unless `convert_config` sets `shards`, each split gets enough shards for the training job's
+    ranks (every rank reads shards of its own); the counts go into the artifact's metadata, where
+    the train step checks them before it launches.
+    """
     from components.common.config import load_config
     from components.common.logs import setup_logging
     from components.common.schema import load_schema
@@ -72,11 +80,13 @@ def convert(
 
     setup_logging()
     settings = load_config(convert_config, ConvertSettings) if convert_config else ConvertSettings()
+    settings = runtime.shards_for_ranks(settings, runtime.ranks(num_workers, procs_per_worker, gpus_per_worker))
     location = runtime.data_location(tfrecords.uri, data_root)
     result = run(raw_data_uri, load_schema(schema), location, settings)
     runtime.record_location(
         tfrecords, location, train_uri=split_uri(location, TRAIN_SPLIT), eval_uri=split_uri(location, EVAL_SPLIT),
         train_records=result.records.get(TRAIN_SPLIT), eval_records=result.records.get(EVAL_SPLIT),
+        train_shards=len(result.shard_uris.get(TRAIN_SPLIT, ())), eval_shards=len(result.shard_uris.get(EVAL_SPLIT, ())),
         rows_per_s=round(result.rows_per_s, 1),
     )
 
@@ -100,11 +110,16 @@ def train(
     service_account: str,
     model: Output[Model],
     poll_interval_s: float = 15.0,
+    trainer_env: str = "",
 ):
     """Launch training (PyTorchJob or local torchrun) and record the exported model's location.
 
     Training pods run as `service_account` (Workload Identity) unless a key Secret is mounted;
-    STORAGE_EMULATOR_HOST (given to every pod by `--storage-config-map`) is forwarded to them.
+    STORAGE_EMULATOR_HOST (given to every pod by `--storage-config-map`), this pod's NCCL_* and
+    TORCH_NCCL_* variables and `trainer_env` (`KEY=VALUE,...`) are forwarded to them. Empty
+    `cpu_per_worker`/`memory_per_worker` mean per-GPU requests (components.launch.spec), or
+    8 CPUs and 32Gi without GPUs. The job's shape is checked against the config and convert's
+    shard counts before it is launched.
     """
     import os
 
@@ -112,6 +127,7 @@ def train(
     from components.common.logs import setup_logging
     from components.launch import LaunchSpec, job_name
     from components.launch import run as launch
+    from components.launch.spec import parse_env, passthrough_env
     from components.records.layout import EVAL_SPLIT, TRAIN_SPLIT, split_uri
     from components.train.constants import MODEL_SUBDIR
     from components.trainer_command.flags import TrainerArgs
@@ -127,12 +143,17 @@ def train(
     )
     spec = LaunchSpec(
         job_name=job_name(run_id), image=train_image, namespace=namespace, num_workers=num_workers,
-        procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker, cpu=cpu_per_worker,
-        memory=memory_per_worker, timeout_s=float(timeout_s), gcs_secret=gcs_secret, poll_interval_s=poll_interval_s,
+        procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker,
+        cpu=cpu_per_worker or ("" if gpus_per_worker else "8"),
+        memory=memory_per_worker or ("" if gpus_per_worker else "32Gi"),
+        timeout_s=float(timeout_s), gcs_secret=gcs_secret, poll_interval_s=poll_interval_s,
         service_account="" if gcs_secret else service_account,
-        env=tuple((k, os.environ[k]) for k in ("STORAGE_EMULATOR_HOST",) if os.environ.get(k)),
+        env=(*tuple((k, os.environ[k]) for k in ("STORAGE_EMULATOR_HOST",) if os.environ.get(k)),
+             *passthrough_env(), *parse_env(trainer_env, "trainer_env")),
     )
-    result = launch(spec, args, backend=backend)
+    shards = {section: int(tfrecords.metadata[key]) for section, key in
+              (("train_data", "train_shards"), ("validation_data", "eval_shards")) if tfrecords.metadata.get(key)}
+    result = launch(spec, args, backend=backend, shards=shards)
     model.metadata["framework"] = "pytorch"
     runtime.record_location(model, exported, checkpoints_uri=checkpoints,
                             job_name=result.job_name, backend=backend, train_seconds=round(result.seconds, 1))

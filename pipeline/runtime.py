@@ -122,3 +122,18 @@ def copy_file(src_uri: str, local_path: str) -> None:
     os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
     storage.download(src_uri, local_path)
 
+
+
+SHARDS_PER_RANK = 4  # every rank interleaves a few gzip streams of its own
+
+
+def ranks(num_workers: int, procs_per_worker: int, gpus_per_worker: int) -> int:
+    """The training job's ranks: nodes x processes (0 processes: one per GPU, or one)."""
+    return max(num_workers, 1) * (procs_per_worker or gpus_per_worker or 1)
+
+
+def shards_for_ranks(settings: Any, ranks: int) -> Any:
+    """Convert settings with at least SHARDS_PER_RANK shards per rank, unless `shards` was set."""
+    if "shards" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"shards": max(settings.shards, ranks * SHARDS_PER_RANK)})

@@ -21,14 +21,31 @@ from components.trainer_command.flags import TrainerArgs
 
 __all__ = [
     "BACKENDS", "ElasticSpec", "LaunchCancelled", "LaunchResult", "LaunchSpec", "LaunchTimeout",
-    "TrainingFailed", "job_name", "run",
+    "TrainingFailed", "check_shape", "job_name", "run",
 ]
 
 
-def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig: str | None = None) -> LaunchResult:
-    """Run training to completion on `backend`; raises TrainingFailed (exit 1) if it does not succeed."""
+def check_shape(spec: LaunchSpec, args: TrainerArgs, backend: str, shards: dict[str, int] | None = None) -> None:
+    """The trainer's start-up checks for every node count the job may run with (elastic: each)."""
+    from components.trainer_command.launch_shape import check_launch_shape
+
+    nodes = range(spec.elastic.min_replicas, spec.elastic.max_replicas + 1) if spec.elastic else [spec.num_workers]
+    for count in nodes:
+        check_launch_shape(args.config_path, dict(args.flags), count, spec.procs_per_worker, shards,
+                           config_here=backend == "local")
+
+
+def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig: str | None = None,
+        shards: dict[str, int] | None = None) -> LaunchResult:
+    """Run training to completion on `backend`; raises TrainingFailed (exit 1) if it does not succeed.
+
+    First checks that the trainer can start with the job's ranks (batch sizes, and the shard
+    count of each split when `shards` gives it): a ConfigError here, before any pod starts.
+    """
     from components.common.errors import ConfigError
     from components.launch.command import trainer_command
+
+    check_shape(spec, args, backend, shards)
 
     if backend == "local":
         from components.launch.local import free_port, run_torchrun

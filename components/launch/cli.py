@@ -11,10 +11,15 @@ from components.launch.spec import (
     BACKENDS,
     CLEAN_POD_POLICIES,
     CLEANUP_POLICIES,
+    CPU_PER_GPU,
+    CPU_WITHOUT_GPUS,
+    MEMORY_PER_GPU,
+    MEMORY_WITHOUT_GPUS,
     ElasticSpec,
     LaunchSpec,
     fresh_run_id,
     job_name,
+    passthrough_env,
 )
 from components.trainer_command.flags import TrainerArgs, add_trainer_arguments, flag_values
 
@@ -42,12 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--job-name", default="", help="explicit job name (default: recap-train-<run id>)")
     job.add_argument("--image", default=os.environ.get("RECAP_TRAIN_IMAGE", ""), help="training image (kubernetes)")
     job.add_argument("--num-workers", type=int, default=1, help="nodes: 1 master + N-1 workers")
-    job.add_argument("--procs-per-worker", type=int, default=1, help="torchrun --nproc_per_node")
+    job.add_argument("--procs-per-worker", type=int, default=0,
+                     help="torchrun --nproc_per_node (default 0: one per GPU, one without GPUs)")
     job.add_argument("--gpus-per-worker", type=int, default=0)
-    job.add_argument("--cpu", default="2")
-    job.add_argument("--memory", default="8Gi")
+    job.add_argument("--cpu", default="", help=f"CPUs per node (default: {CPU_PER_GPU} per GPU, {CPU_WITHOUT_GPUS} without)")
+    job.add_argument("--memory", default="",
+                     help=f"memory per node (default: {MEMORY_PER_GPU} per GPU, {MEMORY_WITHOUT_GPUS} without)")
     job.add_argument("--namespace", default=os.environ.get("RECAP_NAMESPACE", "kubeflow"))
-    job.add_argument("--env", action="append", default=[], help="KEY=VALUE for the trainer (repeatable)")
+    job.add_argument("--env", action="append", default=[],
+                     help="KEY=VALUE for the trainer (repeatable); NCCL_* and TORCH_NCCL_* of this shell are passed too")
     job.add_argument("--service-account", default="", help="pod service account (workload identity)")
     job.add_argument("--gcs-secret", default="", help="Secret with a GCP key as key.json")
     job.add_argument("--backoff-limit", type=int, default=3,
@@ -79,7 +87,7 @@ def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
     return LaunchSpec(
         job_name=name, image=args.image, num_workers=args.num_workers, procs_per_worker=args.procs_per_worker,
         gpus_per_worker=args.gpus_per_worker, cpu=args.cpu, memory=args.memory, namespace=args.namespace,
-        env=_pairs(args.env, "--env"), service_account=args.service_account, gcs_secret=args.gcs_secret,
+        env=(*passthrough_env(), *_pairs(args.env, "--env")), service_account=args.service_account, gcs_secret=args.gcs_secret,
         backoff_limit=args.backoff_limit, clean_pod_policy=args.clean_pod_policy,
         ttl_seconds_after_finished=args.ttl_seconds_after_finished,
         active_deadline_seconds=args.active_deadline_seconds, elastic=elastic, timeout_s=args.timeout,
@@ -102,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"launch: missing {', '.join(missing)}")
     trainer = TrainerArgs.of(args.config_path, args.debug_loop, **flag_values(args))
     if args.dry_run:
+        from components.launch import check_shape
         from components.launch.pytorchjob import build_pytorchjob, to_manifest
+
+        check_shape(spec, trainer, args.backend)
 
         print(json.dumps(to_manifest(build_pytorchjob(spec, trainer_command(spec, trainer, "kubernetes"))), indent=2))
         return 0

@@ -79,15 +79,60 @@ class PodRef:
     uid: str
 
 
+# Requests of a training pod. With GPUs, per GPU: most of an 8-GPU A100/H100 node (96-208 vCPUs,
+# 680 GB+) goes to the 8 ranks' tf.data parsing, CUDA contexts and prefetched batches; a smaller
+# node (e.g. one L4 with 8 vCPUs) needs --cpu/--memory given.
+CPU_PER_GPU = "10"
+MEMORY_PER_GPU = "64Gi"
+CPU_WITHOUT_GPUS = "2"
+MEMORY_WITHOUT_GPUS = "8Gi"
+# Environment the launcher forwards from its own to the trainer (NCCL's and torch's NCCL settings:
+# network interface, debug level, plugins of a fast fabric); NCCL_DEBUG=WARN unless set.
+PASSTHROUGH_ENV_PREFIXES = ("NCCL_", "TORCH_NCCL_")
+GPU_ENV_DEFAULTS = (("NCCL_DEBUG", "WARN"),)
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+
+
+def scale_quantity(quantity: str, factor: int) -> str:
+    """A Kubernetes quantity times `factor` ("10" x 8 = "80", "64Gi" x 8 = "512Gi", "500m" x 3 = "1500m")."""
+    match = _QUANTITY.match(quantity.strip())
+    if not match:
+        raise ConfigError(f"launch: {quantity!r} is not a Kubernetes quantity such as 10, 500m or 64Gi")
+    number = float(match.group(1)) * factor
+    text = str(int(number)) if number.is_integer() else f"{number:g}"
+    return f"{text}{match.group(2) or ''}"
+
+
+def passthrough_env(environ: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """NCCL_* and TORCH_NCCL_* of the launcher's environment, for the training pods."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    return tuple(sorted((k, v) for k, v in environ.items() if k.startswith(PASSTHROUGH_ENV_PREFIXES)))
+
+
+def parse_env(text: str, what: str = "env") -> tuple[tuple[str, str], ...]:
+    """`KEY=VALUE[,KEY=VALUE...]` (a pipeline parameter) as pairs; ConfigError naming a bad item."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what}: expected KEY=VALUE, got {item!r}")
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     job_name: str
     image: str
     num_workers: int = 1  # nodes: 1 master + (num_workers - 1) workers
-    procs_per_worker: int = 1
+    procs_per_worker: int = 0  # 0: one process per GPU (one without GPUs)
     gpus_per_worker: int = 0
-    cpu: str = "2"
-    memory: str = "8Gi"
+    cpu: str = ""  # "": CPU_PER_GPU per GPU, CPU_WITHOUT_GPUS without
+    memory: str = ""  # "": MEMORY_PER_GPU per GPU, MEMORY_WITHOUT_GPUS without
     namespace: str = "kubeflow"
     env: tuple[tuple[str, str], ...] = ()
     service_account: str = ""  # workload identity: the KSA bound to a GCP service account
@@ -112,12 +157,25 @@ class LaunchSpec:
 
         if self.num_workers < 1:
             bad(f"num_workers must be >= 1, got {self.num_workers}")
-        if self.procs_per_worker < 1:
-            bad(f"procs_per_worker must be >= 1, got {self.procs_per_worker}")
+        if self.procs_per_worker < 0:
+            bad(f"procs_per_worker must be >= 1 (or 0: one per GPU), got {self.procs_per_worker}")
         if self.gpus_per_worker < 0:
             bad(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
-        if self.gpus_per_worker and self.procs_per_worker > self.gpus_per_worker:
-            bad(f"procs_per_worker ({self.procs_per_worker}) exceeds gpus_per_worker ({self.gpus_per_worker})")
+        gpus = self.gpus_per_worker
+        # Resolved defaults (the dataclass is frozen: set once, here).
+        if self.procs_per_worker == 0:
+            object.__setattr__(self, "procs_per_worker", gpus or 1)
+        if not self.cpu:
+            object.__setattr__(self, "cpu", scale_quantity(CPU_PER_GPU, gpus) if gpus else CPU_WITHOUT_GPUS)
+        if not self.memory:
+            object.__setattr__(self, "memory", scale_quantity(MEMORY_PER_GPU, gpus) if gpus else MEMORY_WITHOUT_GPUS)
+        if gpus:
+            given = {k for k, _ in self.env}
+            object.__setattr__(self, "env", (*self.env, *((k, v) for k, v in GPU_ENV_DEFAULTS if k not in given)))
+        if gpus and self.procs_per_worker != gpus:  # each rank drives cuda:LOCAL_RANK, one GPU
+            more = "exceeds" if self.procs_per_worker > gpus else "is below"
+            bad(f"procs_per_worker ({self.procs_per_worker}) {more} gpus_per_worker ({gpus}): the trainer runs "
+                "one process per GPU; leave procs_per_worker at 0 (one per GPU)")
         if self.backoff_limit < 0:
             bad(f"backoff_limit must be >= 0, got {self.backoff_limit}")
         if self.timeout_s <= 0 or self.poll_interval_s <= 0:

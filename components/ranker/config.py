@@ -94,7 +94,10 @@ class ModelConfig(StrictModel):
     )
     tasks: dict[str, TaskModelConfig] = Field(default_factory=dict)
     sparse: SparseConfig = SparseConfig()
-    # Batch norm statistics over the global batch (all ranks): makes 1..N ranks equivalent.
+    # true: batch norm statistics over the global batch (all ranks), so 1..N ranks train alike,
+    # at the cost of one small all_reduce per batch-norm layer in forward and one in backward
+    # (42 per step for prod). false: each rank's own rows, as the original trained (torch's
+    # BatchNorm1d; running statistics differ per rank and one rank's copy is checkpointed and exported).
     sync_batch_norm: bool = True
     # "label_rate": a fresh model's output biases start at each task's (pos-weighted) log-odds in
     # the first global batch, so early steps learn features instead of the base rate.

@@ -27,16 +27,25 @@ class TrainingConfig(StrictModel):
     initial_checkpoint_dir: str | None = None  # warm start: a step_<n> dir (or a save_dir)
     checkpoint_every_n: int = Field(default=50, ge=1)
     checkpoint_max_to_keep: int = Field(default=3, ge=1)
-    train_log_every_n: int = Field(default=10, ge=1)
+    train_log_every_n: int = Field(default=10, ge=1)  # also when the losses are copied to the host
+    # Every rank reads this many steps of batches ahead and checks with one collective that all
+    # ranks have them: no per-step collective or host sync (ranks.CheckedBatches).
+    data_check_every_n: int = Field(default=8, ge=1)
     eval_every_n: int = Field(default=50, ge=1)
     num_eval_steps: int = Field(default=4, ge=0)
     gradient_accumulation: int = Field(default=1, ge=1)
     seed: int = 0
-    bf16_autocast: bool = False
+    # bf16 autocast of the forward pass. None (auto): on for GPU training, off on CPU (where it
+    # pays only with AVX512-BF16 or AMX; set it true there).
+    bf16_autocast: bool | None = None
+    # TF32 for the fp32 matmuls and convolutions left on NVIDIA GPUs (Ampere and later), as the
+    # original trainer did. None (auto): on for GPU training; no effect on CPU.
+    tf32: bool | None = None
     # With bf16_autocast: Linear layers compute with bf16 weight copies that the optimizer keeps
-    # up to date, instead of casting every weight every step (same numbers, faster; precision.py).
-    # None (auto): on for CPU training and for a single GPU; off for several GPUs, where the
-    # copies' gradient all-reduce would no longer overlap the backward pass. Never used with
+    # up to date, instead of casting every weight every step (same numbers, faster on a CPU;
+    # precision.py). None (auto): on for CPU training only; on a GPU the casts cost little at HBM
+    # speed, the copies split the fused Adam into many launches, and on several GPUs their
+    # gradient all-reduce would no longer overlap the backward pass. Never used with
     # gradient_accumulation > 1, optimizer.fused_adam: false, or --debug_loop.
     bf16_weight_copies: bool | None = None
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads per process
@@ -49,7 +58,10 @@ class TrainingConfig(StrictModel):
 class DataConfig(StrictModel):
     inputs: str  # a split directory with _MANIFEST.json (local or gs://)
     seg_dense_schema: str = "local"  # schema variant name or path
-    global_batch_size: int = Field(default=128, ge=1)
+    global_batch_size: int = Field(default=128, ge=1)  # examples per step over all ranks
+    # Examples per step on each rank (per GPU). When set, the global batch is this times the world
+    # size, so any number of GPUs works; global_batch_size must then be left out.
+    per_rank_batch_size: int | None = Field(default=None, ge=1)
     shuffle: bool = True
     repeat: bool = True
     drop_remainder: bool = True
@@ -57,6 +69,28 @@ class DataConfig(StrictModel):
     cache_dir: str | None = None
     num_parallel_reads: int = Field(default=4, ge=1)
     prefetch: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _one_batch_size(self) -> DataConfig:
+        if self.per_rank_batch_size is not None and "global_batch_size" in self.model_fields_set:
+            raise ValueError("set either global_batch_size (over all ranks) or per_rank_batch_size, not both")
+        return self
+
+    def rank_batch_size(self, world_size: int, where: str) -> int:
+        """Examples per step on one rank of `world_size`; ConfigError when the global batch does not divide."""
+        if self.per_rank_batch_size is not None:
+            return self.per_rank_batch_size
+        if self.global_batch_size % world_size:
+            raise ConfigError(f"{where}.global_batch_size: {self.global_batch_size} is not divisible by the "
+                              f"world size {world_size}; use a multiple of {world_size} or set "
+                              f"{where}.per_rank_batch_size instead")
+        return self.global_batch_size // world_size
+
+    def global_batch(self, world_size: int) -> int:
+        """Examples per step over all `world_size` ranks."""
+        if self.per_rank_batch_size is not None:
+            return self.per_rank_batch_size * world_size
+        return self.global_batch_size
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -200,7 +234,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> d
     """Set `dotted.path: value` overrides (the trainer's flags, a run's URIs) in raw config data.
 
     A validation split given to a config without a `validation_data` section gets one: the
-    training data's settings, unshuffled.
+    training data's settings, unshuffled. A global batch size given replaces a per-rank one.
     """
     for key, value in (overrides or {}).items():
         if value is None:
@@ -208,6 +242,8 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> d
         if key == "validation_data.inputs" and not data.get("validation_data"):
             train = dict(data.get("train_data") or {})
             data["validation_data"] = {k: v for k, v in train.items() if k != "inputs"} | {"shuffle": False}
+        if key.endswith(".global_batch_size"):  # a flag's global batch replaces a per-rank one
+            (data.get(key.split(".")[0]) or {}).pop("per_rank_batch_size", None)
         set_override(data, key, value)
     return data
 

@@ -20,19 +20,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.common.errors import ConfigError, DataError
+from components.common.errors import DataError
 from components.common.logs import format_metrics
 from components.common.schema import Schema
 from components.ranker.layers import Linear
 from components.ranker.model import HeavyRanker
 from components.records.batch import RecapBatch
-from components.train import checkpoint
+from components.train import checkpoint, numerics
 from components.train.config import DataConfig, RecapConfig
 from components.train.distributed import DistEnv
 from components.train.loss import multi_task_loss
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
 from components.train.precision import use_bf16_weight_copies
 from components.train.ranks import (
+    CheckedBatches,
     export_on_chief,
     export_wait_group,
     next_batches,
@@ -59,10 +60,7 @@ class TrainResult:
 
 
 def per_rank_batch_size(data: DataConfig, world_size: int, where: str) -> int:
-    if data.global_batch_size % world_size:
-        raise ConfigError(f"{where}.global_batch_size: {data.global_batch_size} is not divisible "
-                          f"by the world size {world_size}")
-    return data.global_batch_size // world_size
+    return data.rank_batch_size(world_size, where)
 
 
 def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str) -> BatchSource:
@@ -111,7 +109,7 @@ class _Optimizers:
 
 
 def _autocast(config: RecapConfig, env: DistEnv):
-    if not config.training.bf16_autocast:
+    if not numerics.uses_bf16_autocast(config.training, env.device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16)
 
@@ -157,12 +155,12 @@ def reuse_large_allocations() -> bool:
 
 def _use_bf16_weight_copies(config: RecapConfig, env: DistEnv, debug_loop: bool) -> bool:
     training = config.training
-    if not training.bf16_autocast or training.gradient_accumulation > 1 or debug_loop:
+    if not numerics.uses_bf16_autocast(training, env.device) or training.gradient_accumulation > 1 or debug_loop:
         return False
     if not config.optimizer.fused_adam:
         return False
     if training.bf16_weight_copies is None:
-        return env.device.type == "cpu" or env.world_size == 1
+        return env.device.type == "cpu"
     return training.bf16_weight_copies
 
 
@@ -185,8 +183,11 @@ def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debu
 
 def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[RecapBatch], config: RecapConfig,
                env: DistEnv, pos_weight: torch.Tensor, debug_step: int | None = None) -> torch.Tensor:
-    """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses."""
-    task_loss_sum = torch.zeros(pos_weight.shape[0])
+    """One optimizer step over `micro_batches` (gradient accumulation); returns summed per-task losses.
+
+    The losses stay on the device: copying them to the host would wait for the step to finish.
+    """
+    task_loss_sum = torch.zeros(pos_weight.shape[0], device=pos_weight.device)
     anomaly = torch.autograd.detect_anomaly() if debug_step is not None else contextlib.nullcontext()
     for batch in micro_batches:
         batch = batch.to(env.device, non_blocking=True)
@@ -195,7 +196,7 @@ def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[Reca
             loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
         with anomaly:
             (loss / len(micro_batches)).backward()
-        task_loss_sum += per_task.cpu()
+        task_loss_sum += per_task.detach().float()
     if debug_step is not None:
         _debug_report(dmp, debug_step, loss, batch)
     optimizers.step()
@@ -229,6 +230,9 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     training = config.training
     tasks = list(schema.task_names)
     per_rank_batch_size(config.train_data, env.world_size, "train_data")
+    formats = numerics.configure(training, env.device)
+    if env.is_chief:
+        log.info("number formats on %s: %s", env.device.type, format_metrics(**formats))
     reuse_large_allocations()
     model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
     export_group = export_wait_group(env)
@@ -237,13 +241,14 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
 
     step, batches_consumed, resumed_from = _restore(dmp, optimizers, config, env)
     tensorboard = TensorBoard(config, env)
-    batches = open_source(train_batches, batches_consumed, "train_data")
+    read = open_source(train_batches, batches_consumed, "train_data")
     if step == 0 and not training.initial_checkpoint_dir and config.model.output_bias_init == "label_rate":
-        (first,) = next_batches(batches, 1, "train_data", 0)
+        (first,) = next_batches(read, 1, "train_data", 0)
         model.set_output_bias(_label_log_odds(first, pos_weight.cpu(), env))
-        batches = itertools.chain([first], batches)
+        read = itertools.chain([first], read)
     accumulation = training.gradient_accumulation
-    global_batch = config.train_data.global_batch_size
+    batches = CheckedBatches(read, accumulation, training.data_check_every_n, "train_data", batches_consumed)
+    global_batch = config.train_data.global_batch(env.world_size)
     progress = _progress(env, training.num_train_steps, step)
     window_start, window_steps = time.perf_counter(), 0
     losses: dict[str, float] = {}
@@ -253,7 +258,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     dmp.train()
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        micro_batches = next_batches(batches, accumulation, "train_data", batches_consumed)
+        micro_batches = batches.next(training.num_train_steps - step)
         batches_consumed += accumulation
         task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
                                    debug_step=step if debug_loop else None)

@@ -7,6 +7,7 @@ timeout, 600 s later, with no message. Each helper here costs one small collecti
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 from collections.abc import Callable, Iterator
 
@@ -59,6 +60,63 @@ def next_batches(iterator: Iterator[RecapBatch], count: int, what: str, position
         ranks = ", ".join(f"rank {rank} after {position + n}" for rank, n in short)
         raise DataError(f"{what}: ran out of batches ({ranks} per-rank batches); set repeat: true or lower {limit}")
     return batches
+
+
+class CheckedBatches:
+    """Each step's batches, with the every-rank check of `next_batches` made once per `every` steps.
+
+    A per-step collective (and the host sync that reads its result) would keep the host from
+    running ahead of a GPU. Instead, every `every` steps each rank reads the next `every` steps'
+    batches ahead, and one all_reduce tells every rank how far every rank's data goes: all ranks
+    then train exactly those steps and stop together at the same batch position, with the same
+    errors as `next_batches` (a failing rank raises its own, the others name it). The read-ahead
+    never goes past `remaining` steps, so data that suffices for the run is never reported short.
+    """
+
+    def __init__(self, iterator: Iterator[RecapBatch], per_step: int, every: int, what: str, position: int,
+                 limit: str = "training.num_train_steps") -> None:
+        self.iterator, self.per_step, self.every = iterator, per_step, every
+        self.what, self.position, self.limit = what, position, limit
+        self.ready: collections.deque[list[RecapBatch]] = collections.deque()
+        self.stop: Exception | None = None  # raised when a step past the readable ones is asked for
+
+    def next(self, remaining: int) -> list[RecapBatch]:
+        """The next step's batches; `remaining` steps are left in the run (bounds the read-ahead)."""
+        if not self.ready:
+            if self.stop is not None:
+                raise self.stop
+            self._read_ahead(max(1, min(self.every, remaining)))
+            if not self.ready:
+                raise self.stop
+        return self.ready.popleft()
+
+    def _read_ahead(self, steps: int) -> None:
+        batches: list[RecapBatch] = []
+        failure: Exception | None = None
+        try:
+            for _ in range(steps * self.per_step):
+                batches.append(next(self.iterator))
+        except StopIteration:
+            pass
+        except Exception as exc:  # raised once the steps before it are trained, on every rank
+            failure = exc
+        got = every_rank(-(len(batches) + 1) if failure is not None else len(batches))
+        counts = [-n - 1 if n < 0 else n for n in got]
+        usable = min(counts) // self.per_step
+        for step in range(usable):
+            self.ready.append(batches[step * self.per_step : (step + 1) * self.per_step])
+        start, self.position = self.position, self.position + usable * self.per_step
+        failed = [rank for rank, n in enumerate(got) if n < 0]
+        short = [(rank, n) for rank, n in enumerate(got) if 0 <= n < steps * self.per_step]
+        if failure is not None:
+            self.stop = failure
+        elif failed:
+            self.stop = DataError(f"{self.what}: rank {failed[0]} failed to read per-rank batch "
+                                  f"{start + counts[failed[0]]} (its error is in its log); stopping every rank")
+        elif short:
+            ranks = ", ".join(f"rank {rank} after {start + n}" for rank, n in short)
+            self.stop = DataError(f"{self.what}: ran out of batches ({ranks} per-rank batches); "
+                                  f"set repeat: true or lower {self.limit}")
 
 
 EXPORT_WAIT_S = 24 * 3600.0

@@ -32,11 +32,30 @@ def _sharded_tables(model: nn.Module) -> dict[str, object]:
 
 
 class _DataParallelAcrossRanks(DefaultDataParallelWrapper):
-    """DDP over the dense part, except in a world of one, where it would only copy gradients."""
+    """The dense part on DMP's device at every world size; DDP over it only on several ranks.
+
+    torchrec moves the unsharded layers to the device inside its DDP wrap and nowhere else, so
+    a world of one, which skips DDP (it would only copy gradients), must move them itself: on a
+    single GPU the batch would meet CPU weights in the first forward pass.
+    """
 
     def wrap(self, dmp, env, device) -> None:
+        move_unsharded(dmp._dmp_wrapped_module, device)
         if env.world_size > 1:
             super().wrap(dmp, env, device)
+
+
+def move_unsharded(module: nn.Module, device: torch.device) -> None:
+    """Every parameter and buffer outside DMP's sharded modules to `device` (DMP placed those)."""
+    from torchrec.distributed.types import ShardedModule
+
+    if not any(isinstance(m, ShardedModule) for m in module.modules()):
+        module.to(device)
+        return
+    module._apply(lambda t: t.to(device), recurse=False)  # its own tensors, e.g. the model's buffers
+    for child in module.children():
+        if not isinstance(child, ShardedModule):
+            move_unsharded(child, device)
 
 
 def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config: OptimizerConfig,

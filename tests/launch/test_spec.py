@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from components.common.errors import ConfigError
 from components.launch.command import OPERATOR_RDZV_ENDPOINT, trainer_command
 from components.launch.pytorchjob import build_pytorchjob, to_manifest
-from components.launch.spec import MAX_JOB_NAME, ElasticSpec, LaunchSpec, job_name
+from components.launch.spec import (
+    MAX_JOB_NAME,
+    ElasticSpec,
+    LaunchSpec,
+    job_name,
+    parse_env,
+    passthrough_env,
+    scale_quantity,
+)
 from components.trainer_command.flags import TrainerArgs
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -42,7 +50,8 @@ def test_job_name_never_contains_an_unresolved_placeholder():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(num_workers=0), dict(procs_per_worker=0), dict(gpus_per_worker=1, procs_per_worker=2),
+    dict(num_workers=0), dict(procs_per_worker=-1), dict(gpus_per_worker=1, procs_per_worker=2),
+    dict(gpus_per_worker=8, procs_per_worker=1),
     dict(cleanup="sometimes"), dict(clean_pod_policy="Whatever"), dict(timeout_s=0),
     dict(service_account="sa", gcs_secret="key"), dict(elastic=ElasticSpec(min_replicas=2, max_replicas=4)),
 ])
@@ -110,3 +119,32 @@ def test_local_multi_node_command_rendezvous_on_loopback():
     assert "--rdzv_endpoint=127.0.0.1:29999" in command
     with pytest.raises(ValueError, match="rendezvous"):
         trainer_command(spec(num_workers=2), ARGS, "local")
+
+
+def test_gpu_pods_run_one_process_per_gpu_with_requests_per_gpu_by_default():
+    """8 GPUs with nothing else said: 8 ranks (not 1 rank and 7 idle GPUs), 80 CPUs, 512Gi, NCCL warnings."""
+    s = spec(num_workers=4, gpus_per_worker=8)
+    assert (s.procs_per_worker, s.cpu, s.memory) == (8, "80", "512Gi")
+    command = trainer_command(s, ARGS, "kubernetes")
+    assert "--nproc_per_node=8" in command
+    manifest = to_manifest(build_pytorchjob(s, command))
+    container = manifest["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"] == {"cpu": "80", "memory": "512Gi", "nvidia.com/gpu": "8"}
+    assert {"name": "NCCL_DEBUG", "value": "WARN"} in container["env"]
+    assert manifest["spec"]["nprocPerNode"] == "8"
+    one = spec(gpus_per_worker=1, env=(("NCCL_DEBUG", "INFO"),))
+    assert (one.procs_per_worker, one.cpu, one.memory, one.env) == (1, "10", "64Gi", (("NCCL_DEBUG", "INFO"),))
+    cpu_only = spec()
+    assert (cpu_only.procs_per_worker, cpu_only.cpu, cpu_only.memory, cpu_only.env) == (1, "2", "8Gi", ())
+
+
+def test_quantities_scale_in_their_unit():
+    assert [scale_quantity(q, 8) for q in ("10", "64Gi", "500m", "1.5")] == ["80", "512Gi", "4000m", "12"]
+
+
+def test_nccl_settings_pass_through_to_the_trainer():
+    environ = {"NCCL_SOCKET_IFNAME": "eth0", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "HOME": "/root", "PATH": "/bin"}
+    assert passthrough_env(environ) == (("NCCL_SOCKET_IFNAME", "eth0"), ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"))
+    assert parse_env("NCCL_DEBUG=INFO, NCCL_IB_DISABLE=1,") == (("NCCL_DEBUG", "INFO"), ("NCCL_IB_DISABLE", "1"))
+    with pytest.raises(ConfigError, match="trainer_env: expected KEY=VALUE, got 'NCCL_DEBUG'"):
+        parse_env("NCCL_DEBUG", "trainer_env")

@@ -54,7 +54,7 @@ def main() -> int:
         config = load_train_config(args.config_path, overrides_from(args))
         env = init_distributed(timeout_s=args.pg_timeout_s)
         schema = config.load_schema()
-        size = config.train_data.global_batch_size
+        size = config.train_data.global_batch(env.world_size)
         limit = args.short_batches if args.short_rank == env.rank else None
         train_batches = synthetic_source(schema, size, args.data_seed, env.rank, env.world_size, num_batches=limit)
         if args.open_error_rank == env.rank:

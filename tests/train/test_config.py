@@ -96,3 +96,20 @@ def test_piecewise_constant_boundaries():
                                                     "learning_rate_values": [1.0, 0.5, 0.1]})
     assert [learning_rate_at(config, s) for s in (0, 9, 10, 19, 20, 10**6)] == [1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
     assert not math.isnan(learning_rate_at(config, 0))
+
+
+def test_prod_uses_per_gpu_batch_norm_and_the_global_one_stays_a_choice(tmp_path):
+    """prod: the original's local batch norm (no collectives); sync_batch_norm: true keeps the global one."""
+    from torch import nn
+
+    from components.ranker.layers import GlobalBatchNorm1d
+    from components.ranker.model import HeavyRanker
+
+    prod = load_train_config("configs/prod.yaml")
+    norms = [m for m in HeavyRanker(prod.model, prod.load_schema(), sparse_device="meta").modules()
+             if isinstance(m, nn.BatchNorm1d)]
+    assert len(norms) == 21 and not any(isinstance(m, GlobalBatchNorm1d) for m in norms)
+    tiny = load_train_config(write_config(tmp_path / "t.yaml", tiny_config_data(str(tmp_path))))
+    assert tiny.model.sync_batch_norm
+    model = HeavyRanker(tiny.model, tiny.load_schema(), sparse_device="meta")
+    assert all(isinstance(m, GlobalBatchNorm1d) for m in model.modules() if isinstance(m, nn.BatchNorm1d))

@@ -1,8 +1,8 @@
 """Records of the packed layout (components.records.layout): a `tf.train.Example` of bytes features.
 
 Every feature of a packed row has a fixed byte length, so every protobuf header is the same
-for all rows: a block of rows is one [rows, record_bytes] uint8 matrix, constant header
-columns broadcast, payload columns copied from the little-endian arrays. The bytes equal
+for all rows (`PackedRecord`): a block of rows is one [rows, record_bytes] uint8 matrix,
+header columns broadcast from the template, payload columns copied from the little-endian arrays. The bytes equal
 `tf.train.Example.SerializeToString(deterministic=True)` (map entries in key order).
 """
 
@@ -14,20 +14,8 @@ import numpy as np
 
 from components.common.errors import DataError
 from components.common.schema import Role, Schema
-from components.convert.example_wire import frame_records, varint
-from components.records.layout import PackedField, RecordLayout
-
-_FIELD1 = b"\x0a"
-_FIELD2 = b"\x12"
-
-
-def _bytes_entry_prefix(key: str, payload_len: int) -> bytes:
-    """Header bytes of a `Features.feature` map entry holding one bytes value of `payload_len`."""
-    bytes_list = _FIELD1 + varint(payload_len)  # BytesList.value
-    feature = _FIELD1 + varint(len(bytes_list) + payload_len) + bytes_list  # Feature.bytes_list
-    key_bytes = key.encode()
-    head = _FIELD1 + varint(len(key_bytes)) + key_bytes + _FIELD2 + varint(len(feature) + payload_len)
-    return _FIELD1 + varint(len(head) + len(feature) + payload_len) + head + feature
+from components.convert.example_wire import frame_records
+from components.records.layout import PackedField, PackedRecord, RecordLayout
 
 
 class PackedEncoder:
@@ -41,23 +29,9 @@ class PackedEncoder:
         self._ids = [s.name for s in schema.ids]
         self._labels = [t.label for t in schema.tasks]
         self.names = {self._continuous, self._binary, *self._ids, *self._labels, *(s.name for s in schema.embeddings)}
-        # Column layout of one serialized row: (start, bytes) of each field's payload.
-        pieces, self._payloads, position = [], {}, 0
-        for field in self.fields:
-            size = field.length * np.dtype(field.dtype).itemsize
-            prefix = _bytes_entry_prefix(field.feature, size)
-            pieces.append((position, prefix))
-            position += len(prefix)
-            self._payloads[field.feature] = (position, size)
-            position += size
-        head = _FIELD1 + varint(position)  # Example.features
-        self.record_bytes = len(head) + position
-        self._template = np.zeros(self.record_bytes, dtype=np.uint8)
-        self._template[: len(head)] = np.frombuffer(head, dtype=np.uint8)
-        for start, prefix in pieces:
-            at = len(head) + start
-            self._template[at : at + len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-        self._head = len(head)
+        self.record = PackedRecord.of(layout, schema)
+        self.record_bytes = self.record.size
+        self._template = np.frombuffer(self.record.template, dtype=np.uint8)
 
     def check_rows(self, columns: Mapping[str, np.ndarray], uri: str, first_row: int) -> None:
         """Binary values and task labels must fit a byte: a DataError names the first row that does not."""
@@ -85,9 +59,7 @@ class PackedEncoder:
     def serialize(self, columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
         """[rows, record_bytes] uint8: each row one serialized `tf.train.Example`."""
         out = np.broadcast_to(self._template, (rows, self.record_bytes)).copy()
-        for field in self.fields:
-            start, size = self._payloads[field.feature]
-            at = self._head + start
+        for field, at, size in self.record.slots:
             out[:, at : at + size] = self._values(field, columns, rows)
         return out
 

@@ -129,6 +129,52 @@ class RecordLayout:
         return out
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _bytes_entry_head(key: str, payload_len: int) -> bytes:
+    """Protobuf bytes before the payload of a `Features.feature` map entry holding one bytes value."""
+    bytes_list = b"\x0a" + _varint(payload_len)  # BytesList.value (field 1)
+    feature = b"\x0a" + _varint(len(bytes_list) + payload_len) + bytes_list  # Feature.bytes_list (field 1)
+    key_bytes = key.encode()
+    head = b"\x0a" + _varint(len(key_bytes)) + key_bytes + b"\x12" + _varint(len(feature) + payload_len)
+    return b"\x0a" + _varint(len(head) + len(feature) + payload_len) + head + feature
+
+
+@dataclass(frozen=True)
+class PackedRecord:
+    """The fixed shape of every serialized packed record: a `tf.train.Example` whose bytes
+    features (in key order, as deterministic serialization writes them) all have fixed sizes,
+    so each payload sits at the same byte offset in every record."""
+
+    template: bytes  # a whole record with zero payloads: every header byte in place
+    slots: tuple[tuple[PackedField, int, int], ...]  # (field, payload offset, payload bytes)
+
+    @classmethod
+    def of(cls, layout: RecordLayout, schema: Schema) -> PackedRecord:
+        body, slots = bytearray(), []
+        for field in sorted(layout.fields(schema), key=lambda f: f.feature):
+            size = field.length * _ITEMSIZE[field.dtype]
+            body += _bytes_entry_head(field.feature, size)
+            slots.append((field, len(body), size))
+            body += bytes(size)
+        head = b"\x0a" + _varint(len(body))  # Example.features (field 1)
+        return cls(head + bytes(body), tuple((f, len(head) + at, n) for f, at, n in slots))
+
+    @property
+    def size(self) -> int:
+        return len(self.template)
+
+
+_ITEMSIZE = {"<f4": 4, "u1": 1, "<i8": 8}
+
+
 def manifest_compression(extra: dict[str, Any]) -> str:
     """TFRecord `compression_type` of a split's shards, from its manifest."""
     value = str(extra.get("compression", "GZIP")).upper()

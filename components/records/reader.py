@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,10 +35,12 @@ from components.records.layout import (
     PACKED,
     SEGDENSE,
     ModelReads,
+    PackedRecord,
     RecordLayout,
     manifest_compression,
     tf_feature_spec,
 )
+from components.records.malloc import reuse_large_allocations
 from components.records.shards import (
     GroupRead,
     ShardProvider,
@@ -117,7 +120,8 @@ class _Layout:
     A batch without a discrete group carries an empty [B, 0] one.
     """
 
-    def __init__(self, schema: Schema, stored: RecordLayout, reads: ModelReads | None = None) -> None:
+    def __init__(self, schema: Schema, stored: RecordLayout, reads: ModelReads | None = None,
+                 fixed_offsets: bool = True) -> None:
         self.schema, self.stored = schema, stored
         self.continuous = schema.group(Role.CONTINUOUS).feature
         self.binary = schema.group(Role.BINARY).feature
@@ -141,6 +145,10 @@ class _Layout:
 
             self.fields = stored.fields(schema)
             self.spec = {f.feature: tf.io.FixedLenFeature([], tf.string) for f in self.fields}
+            self.record = PackedRecord.of(stored, schema)
+        # Packed records are read at their fixed byte offsets on little-endian hosts (every
+        # x86 and ARM server); elsewhere through parse_example + decode_raw(little_endian).
+        self.fixed_offsets = fixed_offsets and sys.byteorder == "little"
 
     def parse_fn(self):
         import tensorflow as tf
@@ -152,12 +160,28 @@ class _Layout:
         def cut(values, n):
             return values if n is None else values[:, :n]
 
+        dtypes = {"<f4": tf.float32, "u1": tf.uint8, "<i8": tf.int64}
+
         def packed(f):
-            dtypes = {"<f4": tf.float32, "u1": tf.uint8, "<i8": tf.int64}
             parts = {field.part: tf.io.decode_raw(f[field.feature], dtypes[field.dtype], little_endian=True)
                      for field in self.fields}
             labels = tf.cast(parts.pop("labels"), tf.float32)
             return parts, labels
+
+        def packed_at_offsets(serialized):
+            # One copy of the whole records, then each payload sliced at its fixed offset and
+            # reinterpreted in place (a little-endian host): 2-3x cheaper than parse_example.
+            raw = tf.io.decode_raw(serialized, tf.uint8)  # records of unequal size fail here
+            raw = tf.ensure_shape(raw, [None, self.record.size])  # and of another size here
+            rows, parts = tf.shape(raw)[0], {}
+            for field, at, size in self.record.slots:
+                piece = raw[:, at : at + size]
+                if field.dtype != "u1":
+                    width = size // field.length if field.length else 1
+                    piece = tf.bitcast(tf.reshape(piece, [rows, field.length, width]), dtypes[field.dtype])
+                parts[field.part] = piece
+            return parts, tf.cast(parts.pop("labels"), tf.float32)
+
 
         def segdense(f):
             parts = {"continuous": f[self.continuous], "binary": f[self.binary],
@@ -170,8 +194,12 @@ class _Layout:
             return parts, labels
 
         def parse(serialized):
-            f = tf.io.parse_example(serialized, self.spec)
-            parts, labels = segdense(f) if self.stored.kind == SEGDENSE else packed(f)
+            if self.stored.kind == SEGDENSE:
+                parts, labels = segdense(tf.io.parse_example(serialized, self.spec))
+            elif self.fixed_offsets:
+                parts, labels = packed_at_offsets(serialized)
+            else:
+                parts, labels = packed(tf.io.parse_example(serialized, self.spec))
             out = {
                 "continuous": cut(parts.pop("continuous"), cut_continuous),
                 "binary": tf.cast(cut(parts.pop("binary"), cut_binary), tf.float32),
@@ -221,7 +249,9 @@ def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions, c
         return files.interleave(
             lambda path, offset: tf.data.TFRecordDataset(
                 path, compression_type=compression, buffer_size=READ_BUFFER_BYTES).skip(offset),
-            cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True,
+            # Sequential round robin: a parallel interleave's hand-offs cost more CPU per record
+            # than reading it; the parse map below runs in parallel.
+            cycle_length=cycle, block_length=1, deterministic=True,
         )
 
     groups = tf.data.Dataset.from_generator(
@@ -273,6 +303,8 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
                 break
             except tf.errors.OpError as exc:
                 raise _read_error(provider, exc) from None
+            if not batches:
+                reuse_large_allocations()  # TensorFlow's generator dataset just reset them
             batch = layout.to_batch(parsed)
             batches += 1
             throughput.add(batch.batch_size)

@@ -186,3 +186,17 @@ def test_settings_pick_the_layout_from_the_trainer_config(tmp_path):
     too_many = trainer_config(tmp_path / "t.yaml", 100, None)
     with pytest.raises(ConfigError, match="100 continuous values kept, schema local has 64"):
         ConvertSettings(layout="packed", trainer_config=too_many, workers=1).record_layout(SCHEMA)
+
+
+def test_fixed_offset_decoding_equals_parse_example(both):
+    import components.records.reader as reader
+
+    root, _ = both
+    layout = reader.RecordLayout.from_extra(read_manifest(str(root / "packed" / "train"))[0].extra)
+    serialized = next(iter(tf.data.TFRecordDataset(sorted(str(p) for p in (root / "packed" / "train").iterdir()
+                                                          if p.name.startswith("part-"))).batch(64)))
+    fast = reader._Layout(SCHEMA, layout, READS).parse_fn()(serialized)
+    generic = reader._Layout(SCHEMA, layout, READS, fixed_offsets=False).parse_fn()(serialized)
+    assert fast.keys() == generic.keys()
+    for key in fast:
+        np.testing.assert_array_equal(fast[key].numpy(), generic[key].numpy(), err_msg=key)

@@ -251,7 +251,7 @@ def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions, c
                 path, compression_type=compression, buffer_size=READ_BUFFER_BYTES).skip(offset),
             # Sequential round robin: a parallel interleave's hand-offs cost more CPU per record
             # than reading it; the parse map below runs in parallel.
-            cycle_length=cycle, block_length=1, deterministic=True,
+            cycle_length=cycle, block_length=1,
         )
 
     groups = tf.data.Dataset.from_generator(

@@ -8,8 +8,8 @@ storage (from the manifest) and handed to the device (the batch's tensors). The 
 is also read through the GCS emulator (a local HTTP server on this machine, sharing its CPUs)
 against the same split on local disk, alternating, best of the repeats.
 
-Used by `benchmarks.bench_convert` (section "reader per layout"); runs alone as
-`python -m benchmarks.bench_reader [--rows N]` and writes results/reader.md.
+The reader rows of the convert benchmark, kept in their own module so they run alone:
+`python -m benchmarks.bench_reader [--rows N]` writes results/reader.md (`make bench` runs it).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def table(lines: list[str], rows: int, repeats: int) -> str:
         "|---|---:|---:|---:|---:|---:|---|",
         *lines,
         "",
-        "`python -m benchmarks.bench_reader` (about a minute), also part of `python -m benchmarks.bench_convert`.",
+        "`python -m benchmarks.bench_reader` (a few minutes).",
     ]) + "\n"
 
 

@@ -398,7 +398,7 @@ def main() -> None:
         "",
         f"`python -m benchmarks.bench_train` ({time.perf_counter() - started:.0f} s).",
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + e2e.replace("## Trainer end to end", "### Trainer end to end")
     print(text)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(text)

@@ -12,6 +12,8 @@ Every measurement runs in a child process of its own (its peak RSS is its own):
     (--rounds times each, each round starting with another) and each keeps its best run, so a
     burst of load from other jobs does not decide the bf16/fp32 ratio;
 (c) the input pipeline alone: the trainer's reader over prod-shaped gzip TFRecords;
+(e) end to end: the same model fed by the real reader from packed shards on disk, against the
+    same reader's batches held in memory, fp32 and bf16 (results/train_e2e.md);
 (d) held-out AUROC of the local model trained fp32 vs bf16 autocast on the same data, and fp32
     vs fp32 from another seed: the spread a per-task gap should be read against.
 Baseline: the original trainer on this machine (issue #5): ~310 examples/s, ~90 GFLOP/s,
@@ -38,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULT = HERE / "results" / "train.md"
+E2E_RESULT = HERE / "results" / "train_e2e.md"
 THREADS = 2
 BASELINE = {"examples_per_s": 310.0, "gflops": 90.0, "share_of_fp32_peak": 0.53, "peak_rss_gb": 2.4}
 
@@ -140,6 +143,89 @@ def child_pipeline(rows: int, seconds: float) -> dict:
     return {"examples_per_s": rate, "peak_rss_gb": _peak_rss_gb(), "rows": rows}
 
 
+def _current_rss_gb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e9
+
+
+def child_e2e(precision: str, source: str, data: str, steps: int, warmup: int) -> dict:
+    """Training steps fed by the real reader from shards on disk (`disk`), or by 4 of the same
+    reader's batches held in memory (`memory`); the step time includes taking the next batch."""
+    import itertools
+
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from components.records.layout import ModelReads
+    from components.records.reader import ReaderOptions, read_batches
+    from components.train.loop import build_training_model, reuse_large_allocations, train_step
+
+    reuse_large_allocations()
+    save_dir = tempfile.mkdtemp(prefix="bench-e2e-")
+    config, schema, env = _world_of_one("configs/prod.yaml", {
+        "training.save_dir": save_dir, "train_data.global_batch_size": 128,
+        "training.bf16_autocast": precision != "fp32"})
+    model, dmp, optimizers = build_training_model(config, schema, env)
+    optimizers.set_step(10_000)
+    pos_weight = torch.ones(len(schema.tasks))
+    rss_model = _current_rss_gb()
+    options = ReaderOptions(batch_size=128, shuffle=True, repeat=True, drop_remainder=True,
+                            num_parallel_reads=config.train_data.num_parallel_reads,
+                            reads=ModelReads.of(config.model.featurization))
+    batches = read_batches(data, schema, options)
+    if source == "memory":
+        held = [next(batches) for _ in range(4)]
+        batches.close()
+        batches = itertools.cycle(held)
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        batch = next(batches)
+        train_step(dmp, optimizers, [batch], config, env, pos_weight)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"examples_per_s": 128 / median, "peak_rss_gb": _peak_rss_gb(), "rss_after_model_gb": rss_model,
+            "rss_end_gb": _current_rss_gb(), "steps": steps}
+
+
+def prepare_e2e_data(rows: int, root: Path) -> str:
+    """Prod-shaped rows from datagen, converted to the packed layout for configs/prod.yaml's model."""
+    from components.common.schema import load_schema
+    from components.convert.convert import ConvertSettings
+    from components.convert.convert import run as convert
+    from components.datagen import generate
+
+    schema = load_schema("prod")
+    generate(schema, str(root / "raw"), rows=rows, files=2, seed=0)
+    convert(str(root / "raw"), schema, str(root / "packed"),
+            ConvertSettings(shards=4, workers=1, eval_fraction=0.0, layout="packed",
+                            trainer_config=str(ROOT / "configs" / "prod.yaml")))
+    return str(root / "packed" / "train")
+
+
+def e2e_lines(rounds: int, steps: int, rows: int) -> list[str]:
+    """End to end (reader from disk) against in-memory batches, fp32 and bf16, alternating rounds."""
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-data-") as tmp:
+        data = prepare_e2e_data(rows, Path(tmp))
+        runs: dict[tuple[str, str], list[dict]] = {}
+        order = [(p, s) for p in ("fp32", "bf16") for s in ("memory", "disk")]
+        for index in range(rounds):
+            for key in order[index % len(order):] + order[: index % len(order)]:
+                runs.setdefault(key, []).append(run_child("e2e", key[0], key[1], data, str(steps)))
+    best = {k: max(v, key=lambda r: r["examples_per_s"]) for k, v in runs.items()}
+    lines = []
+    for precision in ("fp32", "bf16"):
+        memory, disk = best[(precision, "memory")], best[(precision, "disk")]
+        lines.append(
+            f"| {precision} | {memory['examples_per_s']:.0f} | {disk['examples_per_s']:.0f} | "
+            f"{disk['examples_per_s'] / memory['examples_per_s']:.0%} | "
+            f"{memory['peak_rss_gb']:.2f} / {disk['peak_rss_gb']:.2f} | {disk['rss_after_model_gb']:.2f} | "
+            f">= 95%; <= 2.4 GB |")
+    return lines
+
+
 def child_auroc(precision: str, steps: int, seed: int = 0) -> dict:
     import numpy as np
     import torch
@@ -185,6 +271,30 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def e2e_text(lines: list[str], args: argparse.Namespace) -> str:
+    return "\n".join([
+        "## Trainer end to end: shards on disk through the real reader vs the same batches in memory",
+        "",
+        f"configs/prod.yaml's model, 1 process, {THREADS} torch threads, global batch 128; {args.e2e_rows} "
+        "datagen prod rows converted to the packed layout for this model (4 shards, uncompressed). `disk`: "
+        "every step takes its batch from `read_batches` (verification, tf.data, decode, torch tensors) "
+        "with TensorFlow capped to the rank's CPU share; `memory`: 4 batches of the same reader held in "
+        f"memory and cycled. Step time includes taking the batch; median of {args.steps} steps after 3 "
+        f"warm-up steps, best of {args.e2e_rounds} rounds per cell, cells alternating. Peak RSS is the "
+        "training process's (TensorFlow is loaded in both). "
+        f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at the end "
+        f"{os.getloadavg()[0]:.1f}).",
+        "",
+        "| precision | in memory, examples/s | from disk, examples/s | disk / memory | peak RSS memory / disk (GB) "
+        "| RSS after the model is built (GB) | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *lines,
+        "",
+        "`python -m benchmarks.bench_train --e2e-only` (a few minutes), also the first section of "
+        "`python -m benchmarks.bench_train`.",
+    ]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs="*")
@@ -192,6 +302,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="training runs per precision, alternating")
     parser.add_argument("--pipeline-rows", type=int, default=2000)
     parser.add_argument("--auroc-steps", type=int, default=200)
+    parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end section (results/train_e2e.md)")
+    parser.add_argument("--e2e-rows", type=int, default=3000, help="prod-shaped rows converted for the end-to-end runs")
+    parser.add_argument("--e2e-rounds", type=int, default=2)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
@@ -199,6 +312,8 @@ def main() -> None:
             out = child_peak()
         elif kind == "train":
             out = child_train(rest[0], int(rest[1]), warmup=3)
+        elif kind == "e2e":
+            out = child_e2e(rest[0], rest[1], rest[2], int(rest[3]), warmup=3)
         elif kind == "pipeline":
             out = child_pipeline(int(rest[0]), seconds=10.0)
         else:
@@ -207,6 +322,11 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    e2e = e2e_text(e2e_lines(args.e2e_rounds, args.steps, args.e2e_rows), args)
+    E2E_RESULT.write_text(e2e)
+    print(e2e)
+    if args.e2e_only:
+        return
     peak = run_child("peak")
     # bf16 = autocast + the optimizer's bf16 weight copies (the default); bf16-plain = autocast alone.
     runs: dict[str, list[dict]] = {"fp32": [], "bf16": [], "bf16-plain": []}
@@ -278,7 +398,7 @@ def main() -> None:
         "",
         f"`python -m benchmarks.bench_train` ({time.perf_counter() - started:.0f} s).",
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + e2e.replace("## Trainer end to end", "### Trainer end to end")
     print(text)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(text)

@@ -1,4 +1,4 @@
-"""`recap convert`: raw Parquet -> gzip TFRecord shards in `<out>/train` and `<out>/eval`."""
+"""`recap convert`: raw Parquet -> TFRecord shards in `<out>/train` and `<out>/eval`."""
 
 from __future__ import annotations
 
@@ -22,12 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compressor", choices=["auto", "isal", "zlib"], default="auto",
                         help="gzip implementation (auto: isal when installed, else zlib)")
     parser.add_argument("--compression-level", type=int, default=None, help="isal 0-3 (default 1), zlib 0-9 (default 6)")
+    parser.add_argument("--layout", choices=["segdense", "packed"], default="segdense",
+                        help="record layout: segdense (the original's, for interop) or packed (fast training reads)")
+    parser.add_argument("--trainer-config", default=None,
+                        help="packed: trainer YAML whose model truncation says which values to keep")
+    parser.add_argument("--compression", choices=["auto", "gzip", "none"], default="auto",
+                        help="shard compression (auto: gzip for segdense, none for packed)")
 
 
 def run(args: argparse.Namespace) -> int:
     values = {
         "eval_fraction": args.eval_fraction, "split_key": args.split_key, "shards": args.shards,
         "compressor": args.compressor, "compression_level": args.compression_level, "progress_bar": sys.stderr.isatty(),
+        "layout": args.layout, "trainer_config": args.trainer_config, "compression": args.compression,
     }
     if args.workers is not None:
         values["workers"] = args.workers

@@ -1,4 +1,4 @@
-"""`convert.run`: raw Parquet -> gzip TFRecord shards in `train/` and `eval/`, manifests last.
+"""`convert.run`: raw Parquet -> TFRecord shards (segdense or packed layout) in `train/` and `eval/`, manifests last.
 
 Order of events, so that nothing half-written is ever consumed:
 1. delete each split's old manifest, then the rest of the split prefix (a rerun replaces
@@ -25,13 +25,24 @@ from pydantic import Field, model_validator
 
 from components.common import storage
 from components.common.config import StrictModel
-from components.common.errors import ConfigError, DataError, RecapError
+from components.common.errors import ConfigError, DataError, RecapError, SchemaError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, ManifestFile, manifest_uri, write_manifest
 from components.common.schema import Schema
 from components.convert import plan
 from components.convert.shard import ShardJob, ShardOutput, convert_shard
-from components.records.layout import EVAL_SPLIT, MANIFEST_KIND, SPLITS, TRAIN_SPLIT, split_uri
+from components.records.layout import (
+    COMPRESSIONS,
+    EVAL_SPLIT,
+    MANIFEST_KIND,
+    PACKED,
+    SEGDENSE,
+    SPLITS,
+    TRAIN_SPLIT,
+    ModelReads,
+    RecordLayout,
+    split_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,11 @@ class ConvertSettings(StrictModel):
     compression_level: int | None = Field(default=None, ge=0, le=9)  # None: isal 1, zlib 6
     batch_rows: int = Field(default=256, ge=1)
     progress_bar: bool = False
+    # Record layout (components.records.layout): segdense (interop) or packed for training,
+    # keeping what the model of `trainer_config` reads (all values when no config is given).
+    layout: Literal["segdense", "packed"] = "segdense"
+    trainer_config: str | None = None
+    compression: Literal["auto", "gzip", "none"] = "auto"  # auto: gzip for segdense, none for packed
 
     @model_validator(mode="after")
     def _level_fits_backend(self) -> ConvertSettings:
@@ -67,6 +83,25 @@ class ConvertSettings(StrictModel):
         default = 1 if backend == "isal" else 6
         level = default if self.compression_level is None else self.compression_level
         return backend, level
+
+    def record_layout(self, schema: Schema) -> RecordLayout:
+        """The layout this run writes (packed: cut to the trainer config's truncation)."""
+        if self.layout == SEGDENSE:
+            if self.trainer_config is not None:
+                raise ConfigError("trainer_config: only used with layout packed")
+            return RecordLayout()
+        reads = ModelReads.from_trainer_config(self.trainer_config) if self.trainer_config else ModelReads()
+        try:
+            return reads.layout(schema)
+        except SchemaError as exc:
+            raise ConfigError(f"{self.trainer_config}: {exc}") from None
+
+    def container(self) -> str:
+        """Shard compression, gzip or none (auto: none for packed, where gzip saves a few percent
+        of the bytes but costs most of the read; docs/performance.md)."""
+        if self.compression != "auto":
+            return self.compression
+        return "none" if self.layout == PACKED else "gzip"
 
 
 @dataclass(frozen=True)
@@ -242,33 +277,40 @@ def run(input_uri: str, schema: Schema, out_uri: str, settings: ConvertSettings)
     split_spec = plan.resolve_split_column(schema, settings.split_key)
     files = plan.list_input_files(input_uri)
     rows = plan.file_rows(files, schema)
-    tasks = plan.plan_tasks(files, rows, settings.shards, out_uri)
+    layout, container = settings.record_layout(schema), settings.container()
+    tasks = plan.plan_tasks(files, rows, settings.shards, out_uri, container)
     total = sum(rows)
     backend, level = settings.resolved_compression()
     log.info("convert %s", format_metrics(input=input_uri, files=len(files), rows=total, shards=settings.shards,
-                                          workers=settings.workers, compressor=f"{backend}-{level}"))
+                                          workers=settings.workers, layout=layout.describe(),
+                                          compressor=f"{backend}-{level}" if container == "gzip" else "none"))
     for split in SPLITS:
         clear_split(split_uri(out_uri, split))
     jobs = [
-        ShardJob(task, schema, split_spec.column, settings.eval_fraction, backend, level, settings.batch_rows)
+        ShardJob(task, schema, split_spec.column, settings.eval_fraction, backend, level, settings.batch_rows,
+                 layout, container)
         for task in tasks
     ]
     outputs = _run_jobs(jobs, settings.workers, total, settings.progress_bar)
-    return _publish(out_uri, input_uri, schema, settings, outputs, total, time.perf_counter() - start)
+    return _publish(out_uri, input_uri, schema, settings, outputs, total, time.perf_counter() - start, layout)
 
 
 def _publish(out_uri: str, input_uri: str, schema: Schema, settings: ConvertSettings,
-             outputs: list[ShardOutput], total: int, seconds: float) -> ConvertResult:
+             outputs: list[ShardOutput], total: int, seconds: float,
+             layout: RecordLayout | None = None) -> ConvertResult:
+    layout = layout or RecordLayout()
+    container = settings.container()
     records, shard_uris, manifests, manifest_uris = {}, {}, {}, {}
     for split in SPLITS:
         directory = split_uri(out_uri, split)
         entries: list[ManifestFile] = [o.files[split] for o in outputs]
         extra = {
             "split": split, "schema": schema.name, "eval_fraction": settings.eval_fraction,
-            "split_key": settings.split_key, "compression": "GZIP", "source": input_uri,
+            "split_key": settings.split_key, "compression": COMPRESSIONS[container] or "NONE", "source": input_uri,
             "shards": settings.shards, "compressor": "-".join(map(str, settings.resolved_compression())),
+            **layout.to_extra(),
         }
-        manifests[split] = write_manifest(directory, MANIFEST_KIND, schema.hash, entries, extra)
+        manifests[split] = write_manifest(directory, MANIFEST_KIND, layout.hash(schema), entries, extra)
         manifest_uris[split] = manifest_uri(directory)
         records[split] = manifests[split].total_records
         shard_uris[split] = tuple(manifests[split].uris(directory))

@@ -89,7 +89,8 @@ def file_rows(files: list[str], schema: Schema) -> list[int]:
     return counts
 
 
-def plan_tasks(files: list[str], rows: list[int], shards: int, out_uri: str) -> list[ShardTask]:
+def plan_tasks(files: list[str], rows: list[int], shards: int, out_uri: str,
+               compression: str = "gzip") -> list[ShardTask]:
     """Cut the concatenated rows into `shards` contiguous, near-equal ranges."""
     total = sum(rows)
     bounds = [total * i // shards for i in range(shards + 1)]
@@ -102,7 +103,7 @@ def plan_tasks(files: list[str], rows: list[int], shards: int, out_uri: str) -> 
             start, stop = max(lo, f_lo), min(hi, f_hi)
             if start < stop:
                 slices.append(FileSlice(uri, start - f_lo, stop - f_lo))
-        name = shard_name(index, shards)
+        name = shard_name(index, shards, compression)
         tasks.append(ShardTask(index, tuple(slices), {s: storage.join(split_uri(out_uri, s), name) for s in SPLITS}))
     return tasks
 

@@ -1,4 +1,4 @@
-"""Convert one task: stream its Parquet rows, split them, write one gzip TFRecord shard per split.
+"""Convert one task: stream its Parquet rows, split them, write one TFRecord shard per split.
 
 Memory stays bounded: rows arrive in Arrow record batches of `batch_rows`, are serialized
 in bulk (example_wire), framed, compressed and appended to the shard files, then dropped.
@@ -21,8 +21,9 @@ from components.common.errors import DataError
 from components.common.manifest import ManifestFile
 from components.common.schema import FeatureSpec, Schema
 from components.convert.example_wire import ExampleEncoder
+from components.convert.packed_wire import PackedEncoder
 from components.convert.plan import FileSlice, ShardTask, eval_mask
-from components.records.layout import EVAL_SPLIT, SPLITS, TRAIN_SPLIT
+from components.records.layout import EVAL_SPLIT, PACKED, SPLITS, TRAIN_SPLIT, RecordLayout
 
 GZIP_WBITS = 31  # deflate with a gzip header whose mtime is 0: byte-identical output on rerun
 COMPRESS_CHUNK_BYTES = 1 << 20
@@ -39,6 +40,8 @@ class ShardJob:
     compressor: str  # "isal" or "zlib"
     compression_level: int
     batch_rows: int
+    layout: RecordLayout = RecordLayout()  # segdense, or packed for one model's reads
+    compression: str = "gzip"  # "gzip" or "none"
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def gzip_compressor(backend: str, level: int) -> Any:
 
 
 class _SplitWriter:
-    """A gzip TFRecord stream into one shard file.
+    """A TFRecord stream into one shard file, gzip-compressed unless `backend` is "none".
 
     Input is compressed in fixed-size chunks, so the output depends only on the record bytes,
     not on how rows arrived (ISA-L's output, unlike zlib's, depends on call boundaries).
@@ -131,11 +134,15 @@ class _SplitWriter:
     def __init__(self, stack: contextlib.ExitStack, uri: str, backend: str, level: int) -> None:
         self.uri = uri
         self.out = stack.enter_context(storage.open_write(uri))
-        self.compressor = gzip_compressor(backend, level)
+        self.compressor = None if backend == "none" else gzip_compressor(backend, level)
         self.pending = bytearray()
         self.records = 0
 
     def write(self, framed: bytes, count: int) -> None:
+        if self.compressor is None:
+            self.out.write(framed)
+            self.records += count
+            return
         self.pending += framed
         self.records += count
         if len(self.pending) >= COMPRESS_CHUNK_BYTES:
@@ -147,6 +154,8 @@ class _SplitWriter:
             del self.pending[:whole]
 
     def close(self) -> None:
+        if self.compressor is None:
+            return
         self.out.write(self.compressor.compress(bytes(self.pending)))
         self.out.write(self.compressor.flush())
 
@@ -154,15 +163,20 @@ class _SplitWriter:
 def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) -> ShardOutput:
     """Write `job.task`'s shards; they appear only when complete (storage.open_write)."""
     schema, task = job.schema, job.task
-    encoder = ExampleEncoder(schema)
-    columns = [spec.column for spec in schema.features]
+    packed = job.layout.kind == PACKED
+    encoder = PackedEncoder(schema, job.layout) if packed else ExampleEncoder(schema)
+    backend = "none" if job.compression == "none" else job.compressor
     key_spec = next(s for s in schema.features if s.column == job.split_column)
+    features = [s for s in schema.features if not packed or s.name in encoder.names or s is key_spec]
+    columns = [spec.column for spec in features]
     rows_done = 0
     with contextlib.ExitStack() as stack:
-        writers = {split: _SplitWriter(stack, task.outputs[split], job.compressor, job.compression_level) for split in SPLITS}
+        writers = {split: _SplitWriter(stack, task.outputs[split], backend, job.compression_level) for split in SPLITS}
         for piece in task.slices:
             for first_row, batch in _iter_slice(piece, columns, job.batch_rows):
-                values = {spec.name: column_values(batch, spec, piece.uri, first_row) for spec in schema.features}
+                values = {spec.name: column_values(batch, spec, piece.uri, first_row) for spec in features}
+                if packed:
+                    encoder.check_rows(values, piece.uri, first_row)
                 to_eval = eval_mask(values[key_spec.name].reshape(-1), job.eval_fraction)
                 for split, selected in ((TRAIN_SPLIT, ~to_eval), (EVAL_SPLIT, to_eval)):
                     count = int(selected.sum())

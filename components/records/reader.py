@@ -1,5 +1,8 @@
 """The training and evaluation data reader: a split manifest in, torch `RecapBatch`es out.
 
+Both record layouts (components.records.layout) are read; the manifest says which one and
+how the shards are compressed.
+
 tf.data does the heavy lifting, as in the original: shards interleaved, records batched,
 parsed with `tf.io.parse_example` in parallel, prefetched. The features are packed into
 the batch layout inside the TF graph (labels in task order, example weights, IDs flattened
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,12 +24,23 @@ from typing import Any
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from components.common import storage
 from components.common.errors import DataError, RecapError, SchemaError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, read_manifest
 from components.common.schema import Role, Schema
 from components.records.batch import RecapBatch
-from components.records.layout import MANIFEST_KIND, tf_feature_spec
+from components.records.layout import (
+    MANIFEST_KIND,
+    PACKED,
+    SEGDENSE,
+    ModelReads,
+    PackedRecord,
+    RecordLayout,
+    manifest_compression,
+    tf_feature_spec,
+)
+from components.records.malloc import reuse_large_allocations
 from components.records.shards import (
     GroupRead,
     ShardProvider,
@@ -33,6 +48,7 @@ from components.records.shards import (
     group_reads,
     rank_shards,
 )
+from components.records.threads import cap_tensorflow_threads, dataset_options
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +67,41 @@ class ReaderOptions:
     cache_dir: str | None = None  # where gs:// shards are cached; a temporary directory if None
     num_parallel_reads: int = 4  # shards read round-robin at a time
     prefetch: int = 2  # batches
+    # What the model reads (training): only those features are parsed and handed over, and
+    # a packed split must hold them. None (evaluation, tools): everything the split has.
+    reads: ModelReads | None = None
 
 
-def load_split_manifest(manifest_uri: str, schema: Schema) -> tuple[Manifest, str]:
-    """The split's manifest (directory or `_MANIFEST.json`), checked against the schema."""
+def load_split_manifest(manifest_uri: str, schema: Schema,
+                        reads: ModelReads | None = None) -> tuple[Manifest, str, RecordLayout]:
+    """The split's manifest (directory or `_MANIFEST.json`) and its record layout, checked.
+
+    The manifest's schema hash must be the one its declared layout has for `schema`; a
+    packed split must also hold every value `reads` asks for. A mismatch is one SchemaError
+    naming the split's first shard.
+    """
     manifest, directory = read_manifest(manifest_uri)
     if manifest.kind != MANIFEST_KIND:
         raise DataError(f"{directory}: manifest kind is {manifest.kind!r}, expected {MANIFEST_KIND!r} (a converted split)")
-    if manifest.schema_hash != schema.hash:
+    layout = RecordLayout.from_extra(manifest.extra)
+    first = storage.join(directory, manifest.files[0].path) if manifest.files else directory
+    if manifest.schema_hash != layout.hash(schema):
         written = manifest.extra.get("schema", "?")
         raise SchemaError(
-            f"{directory}: shards were written for schema {written} (hash {manifest.schema_hash}), "
-            f"the reader was given schema {schema.name} (hash {schema.hash})"
+            f"{first}: shards were written for schema {written} in layout {layout.describe()} (hash "
+            f"{manifest.schema_hash}), the reader was given schema {schema.name} (that layout's hash "
+            f"{layout.hash(schema)})"
         )
-    return manifest, directory
+    if layout.kind == PACKED and reads is not None:
+        for name, need, have in (("continuous", reads.continuous, layout.continuous),
+                                 ("binary", reads.binary, layout.binary)):
+            want = schema.group(name).length if need is None else need
+            if have is None or have < want:
+                raise SchemaError(
+                    f"{first}: shards are in layout {layout.describe()}, the model reads {want} {name} "
+                    f"values; convert again with --layout packed and this model's trainer config"
+                )
+    return manifest, directory, layout
 
 
 def count_records(manifest_uri: str) -> int:
@@ -74,9 +111,18 @@ def count_records(manifest_uri: str) -> int:
 
 
 class _Layout:
-    """Which TFRecord features make up each part of a RecapBatch."""
+    """How the records of a split become a RecapBatch, inside the TF graph.
 
-    def __init__(self, schema: Schema) -> None:
+    segdense: `parse_example` of the float/int64 lists; with `reads` set (training), only
+    the model's features are parsed (no discrete, no labels outside the tasks) and the
+    continuous and binary values are cut to its truncation. packed: `parse_example` of the
+    bytes features, each `decode_raw`d into its tensor (cut too, if it holds more).
+    A batch without a discrete group carries an empty [B, 0] one.
+    """
+
+    def __init__(self, schema: Schema, stored: RecordLayout, reads: ModelReads | None = None,
+                 fixed_offsets: bool = True) -> None:
+        self.schema, self.stored = schema, stored
         self.continuous = schema.group(Role.CONTINUOUS).feature
         self.binary = schema.group(Role.BINARY).feature
         self.discrete = schema.group(Role.DISCRETE).feature
@@ -86,28 +132,82 @@ class _Layout:
         self.task_features = [schema.task_label(task).feature for task in schema.tasks]
         self.pos_rates = [task.pos_downsampling_rate for task in schema.tasks]
         self.neg_rates = [task.neg_downsampling_rate for task in schema.tasks]
-        self.spec = tf_feature_spec(schema)
+        self.cut = (None, None) if reads is None else (reads.continuous, reads.binary)
+        self.with_discrete = stored.kind == SEGDENSE and reads is None
+        if stored.kind == SEGDENSE:
+            spec = tf_feature_spec(schema)
+            if reads is not None:
+                keep = {self.continuous, self.binary, *self.embeddings.values(), *self.id_features, *self.task_features}
+                spec = {name: value for name, value in spec.items() if name in keep}
+            self.spec = spec
+        else:
+            import tensorflow as tf
+
+            self.fields = stored.fields(schema)
+            self.spec = {f.feature: tf.io.FixedLenFeature([], tf.string) for f in self.fields}
+            self.record = PackedRecord.of(stored, schema)
+        # Packed records are read at their fixed byte offsets on little-endian hosts (every
+        # x86 and ARM server); elsewhere through parse_example + decode_raw(little_endian).
+        self.fixed_offsets = fixed_offsets and sys.byteorder == "little"
 
     def parse_fn(self):
         import tensorflow as tf
 
         pos = tf.constant(self.pos_rates, tf.float32)
         neg = tf.constant(self.neg_rates, tf.float32)
+        cut_continuous, cut_binary = self.cut
+
+        def cut(values, n):
+            return values if n is None else values[:, :n]
+
+        dtypes = {"<f4": tf.float32, "u1": tf.uint8, "<i8": tf.int64}
+
+        def packed(f):
+            parts = {field.part: tf.io.decode_raw(f[field.feature], dtypes[field.dtype], little_endian=True)
+                     for field in self.fields}
+            labels = tf.cast(parts.pop("labels"), tf.float32)
+            return parts, labels
+
+        def packed_at_offsets(serialized):
+            # One copy of the whole records, then each payload sliced at its fixed offset and
+            # reinterpreted in place (a little-endian host): 2-3x cheaper than parse_example.
+            raw = tf.io.decode_raw(serialized, tf.uint8)  # records of unequal size fail here
+            raw = tf.ensure_shape(raw, [None, self.record.size])  # and of another size here
+            rows, parts = tf.shape(raw)[0], {}
+            for field, at, size in self.record.slots:
+                piece = raw[:, at : at + size]
+                if field.dtype != "u1":
+                    width = size // field.length if field.length else 1
+                    piece = tf.bitcast(tf.reshape(piece, [rows, field.length, width]), dtypes[field.dtype])
+                parts[field.part] = piece
+            return parts, tf.cast(parts.pop("labels"), tf.float32)
+
+
+        def segdense(f):
+            parts = {"continuous": f[self.continuous], "binary": f[self.binary],
+                     "ids": tf.concat([f[name] for name in self.id_features], axis=1)}
+            if self.with_discrete:
+                parts["discrete"] = f[self.discrete]
+            for name, feature in self.embeddings.items():
+                parts[f"embedding/{name}"] = f[feature]
+            labels = tf.cast(tf.concat([f[name] for name in self.task_features], axis=1), tf.float32)
+            return parts, labels
 
         def parse(serialized):
-            f = tf.io.parse_example(serialized, self.spec)
-            labels = tf.cast(tf.concat([f[name] for name in self.task_features], axis=1), tf.float32)
-            ids = tf.concat([f[name] for name in self.id_features], axis=1)
+            if self.stored.kind == SEGDENSE:
+                parts, labels = segdense(tf.io.parse_example(serialized, self.spec))
+            elif self.fixed_offsets:
+                parts, labels = packed_at_offsets(serialized)
+            else:
+                parts, labels = packed(tf.io.parse_example(serialized, self.spec))
             out = {
-                "continuous": f[self.continuous],
-                "binary": tf.cast(f[self.binary], tf.float32),
-                "discrete": f[self.discrete],
-                "ids": tf.reshape(tf.transpose(ids), [-1]),  # key-major, as a KJT wants
+                "continuous": cut(parts.pop("continuous"), cut_continuous),
+                "binary": tf.cast(cut(parts.pop("binary"), cut_binary), tf.float32),
+                "ids": tf.reshape(tf.transpose(parts.pop("ids")), [-1]),  # key-major, as a KJT wants
                 "labels": labels,
                 "weights": labels / pos + (1.0 - labels) / neg,
             }
-            for name, feature in self.embeddings.items():
-                out[f"embedding/{name}"] = f[feature]
+            out.update(parts)  # embeddings (and discrete)
             return out
 
         return parse
@@ -126,10 +226,11 @@ class _Layout:
             values=tensor("ids"),
             lengths=torch.ones(rows * len(self.id_names), dtype=torch.int32),
         )
+        discrete = tensor("discrete") if self.with_discrete else torch.empty((rows, 0), dtype=torch.int64)
         return RecapBatch(
             continuous=tensor("continuous"),
             binary=tensor("binary"),
-            discrete=tensor("discrete"),
+            discrete=discrete,
             embeddings={name: tensor(f"embedding/{name}") for name in self.embeddings},
             sparse_features=sparse,
             labels=labels,
@@ -137,17 +238,20 @@ class _Layout:
         )
 
 
-def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions):
+def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions, compression: str = "GZIP"):
     import tensorflow as tf
 
+    threads = cap_tensorflow_threads()
     cycle = max(1, options.num_parallel_reads)
 
     def read_group(paths, offsets):
         files = tf.data.Dataset.from_tensor_slices((paths, offsets))
         return files.interleave(
             lambda path, offset: tf.data.TFRecordDataset(
-                path, compression_type="GZIP", buffer_size=READ_BUFFER_BYTES).skip(offset),
-            cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True,
+                path, compression_type=compression, buffer_size=READ_BUFFER_BYTES).skip(offset),
+            # Sequential round robin: a parallel interleave's hand-offs cost more CPU per record
+            # than reading it; the parse map below runs in parallel.
+            cycle_length=cycle, block_length=1,
         )
 
     groups = tf.data.Dataset.from_generator(
@@ -157,7 +261,7 @@ def _dataset(provider: ShardProvider, layout: _Layout, options: ReaderOptions):
     records = groups.flat_map(read_group)
     batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder)
     parsed = batches.map(layout.parse_fn(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return parsed.prefetch(max(1, options.prefetch))
+    return parsed.prefetch(max(1, options.prefetch)).with_options(dataset_options(threads))
 
 
 def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank: int = 0,
@@ -171,17 +275,19 @@ def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank
     """
     if options.batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {options.batch_size}")
-    manifest, directory = load_split_manifest(manifest_uri, schema)
+    manifest, directory, layout = load_split_manifest(manifest_uri, schema, options.reads)
     shards = rank_shards(manifest, directory, rank, world_size)
     if options.repeat and not any(shard.records for shard in shards):
         raise DataError(f"{directory}: repeat=True but rank {rank}'s {len(shards)} shards hold no records")
     reads = group_reads(shards, options.num_parallel_reads, options.shuffle, options.seed, rank,
                         options.repeat, start_batch * options.batch_size)
-    return _iterate(reads, _Layout(schema), options, rank, start_batch, verified)
+    return _iterate(reads, _Layout(schema, layout, options.reads), options, rank, start_batch, verified,
+                    manifest_compression(manifest.extra))
 
 
 def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions, rank: int,
-             start_batch: int, verified: VerifiedShards | None = None) -> Iterator[RecapBatch]:
+             start_batch: int, verified: VerifiedShards | None = None,
+             compression: str = "GZIP") -> Iterator[RecapBatch]:
     import tensorflow as tf
 
     provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir, verified)
@@ -189,7 +295,7 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
     last_log, log_every_s = throughput.start, float(os.environ.get(LOG_EVERY_S_ENV, "30"))
     batches = 0
     try:
-        iterator = iter(_dataset(provider, layout, options))
+        iterator = iter(_dataset(provider, layout, options, compression))
         while True:
             try:
                 parsed = next(iterator)
@@ -197,6 +303,8 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
                 break
             except tf.errors.OpError as exc:
                 raise _read_error(provider, exc) from None
+            if not batches:
+                reuse_large_allocations()  # TensorFlow's generator dataset just reset them
             batch = layout.to_batch(parsed)
             batches += 1
             throughput.add(batch.batch_size)

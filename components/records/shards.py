@@ -11,7 +11,7 @@ computed, not replayed: `resume_point` returns the group and each shard's offset
 `ShardProvider` hands TensorFlow one group at a time as local files: local shards after a
 size and sha256 check, gs:// shards downloaded (through `storage`, since TensorFlow's GCS
 client cannot reach the emulator) into a cache that holds the current group and the next,
-fetched in the background while the current one is read. A split read again from its start
+fetched in the background, several shards at once, while the current one is read. A split read again from its start
 (the validation data, at every evaluation) passes a `VerifiedShards` that outlives the
 reads: its shards are hashed and downloaded once, not at every read.
 """
@@ -175,15 +175,22 @@ def _unlink_all(paths: set[str]) -> None:
             os.unlink(path)
 
 
+FETCHERS = 4  # shards downloaded and hashed at once (the GCS client and hashlib release the GIL)
+
+
 class ShardProvider:
     """Yields groups as local file paths, verified; downloads gs:// shards into a bounded cache.
+
+    Every shard of the next group is fetched while the current group is read, up to
+    `fetchers` at a time, each hashed as its bytes arrive: the cache never holds more than
+    two groups, and a slow shard does not hold up the others.
 
     With `verified`, checks and downloads are looked up in and added to it instead, and
     nothing it holds is evicted.
     """
 
     def __init__(self, reads: Iterator[GroupRead], skip_corrupt: bool, cache_dir: str | None,
-                 verified: VerifiedShards | None = None) -> None:
+                 verified: VerifiedShards | None = None, fetchers: int = FETCHERS) -> None:
         self._reads = reads
         self.skip_corrupt = skip_corrupt
         self.skipped: list[str] = []
@@ -193,7 +200,7 @@ class ShardProvider:
         self._checked = verified or VerifiedShards(cache_dir)  # else: this read's own, closed with it
         self._cache_dir = self._checked.directory
         self._lock = self._checked.lock
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-fetch")
+        self._pool = ThreadPoolExecutor(max_workers=max(1, fetchers), thread_name_prefix="shard-fetch")
         self._cached: list[str] = []
         self._downloaded: set[str] = set()
 
@@ -257,28 +264,28 @@ class ShardProvider:
                 self._downloaded.add(path)
         return path
 
-    def _prepare(self, read: GroupRead) -> list[tuple[str, Shard, int] | DataError]:
-        out: list[tuple[str, Shard, int] | DataError] = []
-        for shard, offset in zip(read.shards, read.offsets, strict=True):
-            try:
-                out.append((self._fetch(shard, read.epoch), shard, offset))
-            except DataError as exc:
-                out.append(exc)
-        return out
+    def _prepare_one(self, shard: Shard, offset: int, epoch: int) -> tuple[str, Shard, int] | DataError:
+        try:
+            return self._fetch(shard, epoch), shard, offset
+        except DataError as exc:
+            return exc
+
+    def _submit(self, read: GroupRead | None) -> list[Future] | None:
+        """Start fetching (and verifying) every shard of a group, `fetchers` at a time."""
+        if read is None:
+            return None
+        return [self._pool.submit(self._prepare_one, shard, offset, read.epoch)
+                for shard, offset in zip(read.shards, read.offsets, strict=True)]
 
     # -- the generator TensorFlow pulls from ---------------------------------------------
 
     def groups(self) -> Iterator[tuple[list[bytes], list[int]]]:
         """(local paths, records to skip) per group; the next group is fetched meanwhile."""
         try:
-            upcoming: Future | None = None
-            read = next(self._reads, None)
-            if read is not None:
-                upcoming = self._pool.submit(self._prepare, read)
+            upcoming = self._submit(next(self._reads, None))
             while upcoming is not None:
-                prepared = upcoming.result()
-                read = next(self._reads, None)
-                upcoming = self._pool.submit(self._prepare, read) if read is not None else None
+                prepared = [future.result() for future in upcoming]
+                upcoming = self._submit(next(self._reads, None))
                 paths, offsets, uris = [], [], []
                 for item in prepared:
                     if isinstance(item, DataError):

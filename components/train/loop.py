@@ -26,6 +26,7 @@ from components.common.schema import Schema
 from components.ranker.layers import Linear
 from components.ranker.model import HeavyRanker
 from components.records.batch import RecapBatch
+from components.records.layout import ModelReads
 from components.train import checkpoint, numerics
 from components.train.config import DataConfig, RecapConfig
 from components.train.distributed import DistEnv
@@ -63,12 +64,14 @@ def per_rank_batch_size(data: DataConfig, world_size: int, where: str) -> int:
     return data.rank_batch_size(world_size, where)
 
 
-def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str) -> BatchSource:
+def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str,
+                  reads: ModelReads | None = None) -> BatchSource:
     """This rank's batches from a converted split (manifest directory), via the tf.data reader.
 
     The validation split is read again from its start at every evaluation, so its source
     keeps the verified shards (hash checks, gs:// downloads) for the next evaluation; the
     training split is read once, through, with the reader's bounded two-group cache.
+    `reads` (the model's truncation) limits what is parsed, and lets a packed split be read.
     """
     from components.records.reader import ReaderOptions, read_batches
     from components.records.shards import VerifiedShards
@@ -77,6 +80,7 @@ def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, whe
         batch_size=per_rank_batch_size(data, env.world_size, where), shuffle=data.shuffle, seed=seed,
         repeat=data.repeat, drop_remainder=data.drop_remainder, skip_corrupt=data.skip_corrupt,
         cache_dir=data.cache_dir, num_parallel_reads=data.num_parallel_reads, prefetch=data.prefetch,
+        reads=reads,
     )
     verified = VerifiedShards(data.cache_dir) if where == "validation_data" else None
     return lambda start: read_batches(data.inputs, schema, options, rank=env.rank,

@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from components.records.layout import ModelReads
 from components.train.config import RecapConfig, config_to_yaml, with_overrides
 from components.train.distributed import init_distributed, shutdown_distributed
 from components.train.loop import TrainResult, reader_source, train
@@ -37,8 +38,9 @@ def run(train_uri: str, validation_uri: str | None, out_uri: str, config: RecapC
         torch.set_num_threads(config.training.num_threads)
     schema = config.load_schema()
     seed = config.training.seed
-    train_batches = reader_source(config.train_data, schema, env, seed, "train_data")
-    eval_batches = (reader_source(config.validation_data, schema, env, seed, "validation_data")
+    reads = ModelReads.of(config.model.featurization)
+    train_batches = reader_source(config.train_data, schema, env, seed, "train_data", reads)
+    eval_batches = (reader_source(config.validation_data, schema, env, seed, "validation_data", reads)
                     if config.validation_data else None)
     result = train(config, schema, env, train_batches, eval_batches, debug_loop=debug_loop)
     if env.is_chief:

@@ -100,6 +100,7 @@ def train(
     service_account: str,
     model: Output[Model],
     poll_interval_s: float = 15.0,
+    data_service_workers: int = 0,
 ):
     """Launch training (PyTorchJob or local torchrun) and record the exported model's location.
 
@@ -129,7 +130,7 @@ def train(
         job_name=job_name(run_id), image=train_image, namespace=namespace, num_workers=num_workers,
         procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker, cpu=cpu_per_worker,
         memory=memory_per_worker, timeout_s=float(timeout_s), gcs_secret=gcs_secret, poll_interval_s=poll_interval_s,
-        service_account="" if gcs_secret else service_account,
+        service_account="" if gcs_secret else service_account, data_service_workers=data_service_workers,
         env=tuple((k, os.environ[k]) for k in ("STORAGE_EMULATOR_HOST",) if os.environ.get(k)),
     )
     result = launch(spec, args, backend=backend)

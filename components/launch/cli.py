@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--num-workers", type=int, default=1, help="nodes: 1 master + N-1 workers")
     job.add_argument("--procs-per-worker", type=int, default=1, help="torchrun --nproc_per_node")
     job.add_argument("--gpus-per-worker", type=int, default=0)
+    job.add_argument("--data-service-workers", type=int, default=0,
+                     help="tf.data service dataset workers started with the job (0: in-process reading; local backend)")
     job.add_argument("--cpu", default="2")
     job.add_argument("--memory", default="8Gi")
     job.add_argument("--namespace", default=os.environ.get("RECAP_NAMESPACE", "kubeflow"))
@@ -84,6 +86,7 @@ def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
         ttl_seconds_after_finished=args.ttl_seconds_after_finished,
         active_deadline_seconds=args.active_deadline_seconds, elastic=elastic, timeout_s=args.timeout,
         poll_interval_s=args.poll_interval, cleanup=args.cleanup, log_tail_lines=args.log_tail_lines,
+        data_service_workers=args.data_service_workers,
     )
 
 

@@ -58,6 +58,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: str, what: str, deadlin
 class LocalDataService:
     dispatcher: str  # grpc://127.0.0.1:port
     pids: tuple[int, ...]  # dispatcher first, then the workers (each leads its own process group)
+    journal_dir: str  # the dispatcher's journal: a dispatcher restarted with it recovers its jobs
 
 
 @contextlib.contextmanager
@@ -69,9 +70,8 @@ def data_service(workers: int, job_name: str) -> Iterator[LocalDataService]:
             port = free_port()
             address = f"grpc://127.0.0.1:{port}"
             deadline = time.monotonic() + START_TIMEOUT_S
-            dispatcher_log = os.path.join(root, "dispatcher.log")
-            procs.append(_start(["dispatcher", f"--port={port}", f"--journal-dir={os.path.join(root, 'journal')}"],
-                                dispatcher_log))
+            dispatcher_log, journal = os.path.join(root, "dispatcher.log"), os.path.join(root, "journal")
+            procs.append(_start(["dispatcher", f"--port={port}", f"--journal-dir={journal}"], dispatcher_log))
             _wait_ready(procs[0], dispatcher_log, "dispatcher", deadline)
             logs = []
             for index in range(workers):
@@ -81,6 +81,6 @@ def data_service(workers: int, job_name: str) -> Iterator[LocalDataService]:
                 _wait_ready(proc, path, f"worker {index}", deadline)
             log.info("local data service for %s: dispatcher %s, %d workers (pids %s)", job_name, address, workers,
                      " ".join(str(p.pid) for p in procs))
-            yield LocalDataService(address, tuple(p.pid for p in procs))
+            yield LocalDataService(address, tuple(p.pid for p in procs), journal)
         finally:
             _terminate(procs)

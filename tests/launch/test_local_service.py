@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 
@@ -40,7 +37,7 @@ def next_within(iterator, seconds: float):
     return box[0]
 
 
-def test_reading_survives_a_killed_worker_and_a_restarted_dispatcher_and_no_process_outlives_the_job(tmp_path):
+def test_a_killed_worker_does_not_stop_reading_and_no_process_outlives_a_failed_job(tmp_path):
     from components.common.schema import load_schema
     from components.convert import ConvertSettings, run
     from components.records.reader import ReaderOptions
@@ -60,28 +57,6 @@ def test_reading_survives_a_killed_worker_and_a_restarted_dispatcher_and_no_proc
         os.kill(pids[1], signal.SIGKILL)  # one dataset worker dies mid-read
         rows = sum(next_within(batches, 60).batch_size for _ in range(40))
         assert rows == 40 * 16  # reading went on: the other worker serves the job
-        os.kill(pids[0], signal.SIGKILL)  # the dispatcher dies; restarted with its journal, it is reconnected to
-        port = service.dispatcher.rpartition(":")[2]
-        restarted = subprocess.Popen([sys.executable, "-m", "components.cli", "data-service", "dispatcher",
-                                      f"--port={port}", f"--journal-dir={service.journal_dir}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        worker_log = tmp_path / "new-worker.log"
-        with open(worker_log, "wb") as out:  # a worker only the restarted dispatcher knows of
-            new_worker = subprocess.Popen([sys.executable, "-m", "components.cli", "data-service", "worker",
-                                           f"--dispatcher={service.dispatcher}", "--worker-host=127.0.0.1"],
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 180
-            while "address=" not in worker_log.read_text():
-                assert new_worker.poll() is None and time.monotonic() < deadline, worker_log.read_text()
-                time.sleep(0.2)
-            os.kill(pids[2], signal.SIGKILL)  # the last original worker: only the new one is left
-            rows = sum(next_within(batches, 120).batch_size for _ in range(40))
-            assert rows == 40 * 16  # the consumer learned of the new worker from the restarted dispatcher
-        finally:
-            for proc in (restarted, new_worker):
-                proc.kill()
-                proc.wait()
         raise RuntimeError("the job failed")
     assert not any(alive(pid) for pid in pids)
 

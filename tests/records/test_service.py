@@ -109,3 +109,35 @@ def test_a_port_that_is_no_dispatcher_is_a_clear_error_within_the_timeout(split)
         with pytest.raises(DataServiceUnreachable, match=f"{address}: port open but dataset registration"):
             register(address, dataset, 0, connect_timeout_s=2.0)
         assert time.monotonic() - start < 15
+
+
+def test_consumers_reconnect_to_a_dispatcher_restarted_with_its_journal(split, tmp_path):
+    """After the restart, a worker only the restarted dispatcher knows of serves the old job's consumer."""
+    from tensorflow.data.experimental.service import (
+        DispatcherConfig,
+        DispatchServer,
+        WorkerConfig,
+        WorkerServer,
+    )
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = DispatcherConfig(port=port, work_dir=str(tmp_path / "journal"), fault_tolerant_mode=True,
+                              worker_timeout_ms=2000)
+    dispatcher = DispatchServer(config)
+    worker = WorkerServer(WorkerConfig(dispatcher_address=f"localhost:{port}", heartbeat_interval_ms=200))
+    options = ReaderOptions(batch_size=16, num_parallel_reads=2, repeat=True)
+    dataset = service_dataset(split, SCHEMA, options, global_batch_size=16)
+    batches = consume(register(dispatcher.target, dataset, 0, 30.0), dataset.element_spec, SCHEMA)
+    for _ in range(3):
+        next(batches)
+    dispatcher._stop()
+    dispatcher = DispatchServer(config)  # same port, same journal
+    new_worker = WorkerServer(WorkerConfig(dispatcher_address=f"localhost:{port}", heartbeat_interval_ms=200))
+    worker._stop()  # only the new worker is left
+    try:
+        assert sum(next(batches).batch_size for _ in range(30)) == 30 * 16
+    finally:
+        new_worker._stop()
+        dispatcher._stop()

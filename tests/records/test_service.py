@@ -8,11 +8,18 @@ import time
 
 import pytest
 
+from components.common.errors import DataError
 from components.common.schema import load_schema
 from components.convert import ConvertSettings, run
 from components.records.batch import RecapBatch
 from components.records.reader import ReaderOptions, count_records, read_batches
-from components.records.service import DataServiceUnreachable, consume, register, service_dataset
+from components.records.service import (
+    DataServiceUnreachable,
+    consume,
+    dispatcher_host_port,
+    register,
+    service_dataset,
+)
 from tests.convert.rawdata import write_raw
 from tests.records.batches import batch_columns, fingerprints
 
@@ -86,6 +93,12 @@ def test_a_resumed_service_starts_over_at_the_epoch_the_checkpoint_fell_in(split
     after_epoch = -(-per_epoch // 64)
     assert read(after_epoch - 1) == whole
     assert read(after_epoch) == collections.Counter()  # one epoch done and repeat: false → nothing left
+
+
+@pytest.mark.parametrize("address", ["localhost", "grpc://localhost:port", "grpc://:5050"])
+def test_a_malformed_dispatcher_address_is_named(address):
+    with pytest.raises(DataError, match=f"data service dispatcher {address!r}: expected grpc://host:port"):
+        dispatcher_host_port(address)
 
 
 def test_an_unreachable_dispatcher_is_a_clear_error_within_the_timeout(split):

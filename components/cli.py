@@ -38,6 +38,8 @@ STEPS = (
     Command(("validate",), "components.validate.cli", "statistics, anomalies, drift and an HTML report for raw Parquet", "validate", "recap-validate"),
     Command(("convert",), "components.convert.cli", "raw Parquet -> gzip TFRecord shards (segdense layout) with manifests", "convert", "recap-convert"),
     Command(("train",), "components.train.cli", "train the Heavy Ranker under torchrun with TorchRec sharding", "train", "recap-train"),
+    Command(("data-service", "dispatcher"), "components.data_service.cli", "run a tf.data service dispatcher (training input off the trainer nodes)", "train", "recap-train"),
+    Command(("data-service", "worker"), "components.data_service.cli", "run a tf.data service dataset worker", "train", "recap-train"),
     Command(("evaluate",), "components.evaluate.cli", "metrics, report and blessing for an exported model", "evaluate", "recap-evaluate"),
     Command(("push",), "components.push.cli", "publish a blessed model to the serving location", "pipeline", "recap-launch"),
     Command(("launch",), "components.launch.cli", "start training as a Kubeflow PyTorchJob or as local torchrun processes", "pipeline", "recap-launch"),

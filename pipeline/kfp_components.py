@@ -111,6 +111,7 @@ def train(
     model: Output[Model],
     poll_interval_s: float = 15.0,
     trainer_env: str = "",
+    data_service_workers: int = 0,
 ):
     """Launch training (PyTorchJob or local torchrun) and record the exported model's location.
 
@@ -147,7 +148,7 @@ def train(
         cpu=cpu_per_worker or ("" if gpus_per_worker else "8"),
         memory=memory_per_worker or ("" if gpus_per_worker else "32Gi"),
         timeout_s=float(timeout_s), gcs_secret=gcs_secret, poll_interval_s=poll_interval_s,
-        service_account="" if gcs_secret else service_account,
+        service_account="" if gcs_secret else service_account, data_service_workers=data_service_workers,
         env=(*tuple((k, os.environ[k]) for k in ("STORAGE_EMULATOR_HOST",) if os.environ.get(k)),
              *passthrough_env(), *parse_env(trainer_env, "trainer_env")),
     )

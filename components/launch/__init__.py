@@ -47,10 +47,19 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
 
     check_shape(spec, args, backend, shards)
 
+    if spec.data_service_workers and backend != "local":
+        raise ConfigError(f"launch: data_service_workers > 0 is supported by the local backend only; the {backend} "
+                          "backend does not start a tf.data service yet (use 0, or pass --data_service_dispatcher)")
     if backend == "local":
         from components.launch.local import free_port, run_torchrun
 
         endpoint = f"127.0.0.1:{free_port()}" if spec.num_workers > 1 else None
+        if spec.data_service_workers:
+            from components.launch.local_service import data_service
+
+            with data_service(spec.data_service_workers, spec.job_name) as service:
+                args = args.with_flag("data_service_dispatcher", service.dispatcher)
+                return run_torchrun(spec, trainer_command(spec, args, backend, rdzv_endpoint=endpoint))
         return run_torchrun(spec, trainer_command(spec, args, backend, rdzv_endpoint=endpoint))
     if backend == "kubernetes":
         if not spec.image:

@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--cpu", default="", help=f"CPUs per node (default: {CPU_PER_GPU} per GPU, {CPU_WITHOUT_GPUS} without)")
     job.add_argument("--memory", default="",
                      help=f"memory per node (default: {MEMORY_PER_GPU} per GPU, {MEMORY_WITHOUT_GPUS} without)")
+    job.add_argument("--data-service-workers", type=int, default=0,
+                     help="tf.data service dataset workers started with the job (0: in-process reading; local backend)")
     job.add_argument("--namespace", default=os.environ.get("RECAP_NAMESPACE", "kubeflow"))
     job.add_argument("--env", action="append", default=[],
                      help="KEY=VALUE for the trainer (repeatable); NCCL_* and TORCH_NCCL_* of this shell are passed too")
@@ -92,6 +94,7 @@ def spec_from_args(args: argparse.Namespace) -> LaunchSpec:
         ttl_seconds_after_finished=args.ttl_seconds_after_finished,
         active_deadline_seconds=args.active_deadline_seconds, elastic=elastic, timeout_s=args.timeout,
         poll_interval_s=args.poll_interval, cleanup=args.cleanup, log_tail_lines=args.log_tail_lines,
+        data_service_workers=args.data_service_workers,
     )
 
 

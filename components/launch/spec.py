@@ -150,6 +150,8 @@ class LaunchSpec:
     log_tail_lines: int = 100
     labels: tuple[tuple[str, str], ...] = field(default=())
     owner: PodRef | None = None
+    # tf.data service dataset workers started with the job (0: each rank reads its own input).
+    data_service_workers: int = 0
 
     def __post_init__(self) -> None:
         def bad(message: str) -> None:
@@ -184,6 +186,8 @@ class LaunchSpec:
             bad(f"cleanup must be one of {', '.join(CLEANUP_POLICIES)}, got {self.cleanup!r}")
         if self.clean_pod_policy not in CLEAN_POD_POLICIES:
             bad(f"clean_pod_policy must be one of {', '.join(CLEAN_POD_POLICIES)}, got {self.clean_pod_policy!r}")
+        if self.data_service_workers < 0:
+            bad(f"data_service_workers must be >= 0, got {self.data_service_workers}")
         if self.service_account and self.gcs_secret:
             bad("use either service_account (workload identity) or gcs_secret, not both")
         if self.elastic is not None:

@@ -69,6 +69,10 @@ class DataConfig(StrictModel):
     cache_dir: str | None = None
     num_parallel_reads: int = Field(default=4, ge=1)
     prefetch: int = Field(default=2, ge=0)
+    # grpc://host:port of a tf.data service dispatcher: the training data is read by its dataset
+    # workers instead of in the trainer (docs/data-service.md). Ignored for validation_data.
+    data_service_dispatcher: str | None = None
+    data_service_connect_timeout_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _one_batch_size(self) -> DataConfig:

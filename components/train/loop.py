@@ -82,6 +82,10 @@ def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, whe
         cache_dir=data.cache_dir, num_parallel_reads=data.num_parallel_reads, prefetch=data.prefetch,
         reads=reads,
     )
+    if data.data_service_dispatcher and where == "train_data":
+        from components.train.service_source import service_source
+
+        return service_source(data, schema, env, seed, options)
     verified = VerifiedShards(data.cache_dir) if where == "validation_data" else None
     return lambda start: read_batches(data.inputs, schema, options, rank=env.rank,
                                       world_size=env.world_size, start_batch=start, verified=verified)

@@ -32,6 +32,8 @@ OVERRIDES = (
     TrainerFlag("initial_checkpoint_dir", "training.initial_checkpoint_dir", str,
                 "warm start from a step_<n> checkpoint (or the newest in a save_dir)"),
     TrainerFlag("global_batch_size", "train_data.global_batch_size", int, "examples per step over all ranks"),
+    TrainerFlag("data_service_dispatcher", "train_data.data_service_dispatcher", str,
+                "grpc://host:port: read the training data through this tf.data service dispatcher"),
 )
 BY_NAME = {flag.name: flag for flag in OVERRIDES}
 
@@ -89,3 +91,6 @@ class TrainerArgs:
     def value(self, name: str) -> str | None:
         return dict(self.flags).get(name)
 
+    def with_flag(self, name: str, value: object) -> TrainerArgs:
+        """A copy with flag `name` set to `value` (a launcher's own setting, e.g. the data service)."""
+        return TrainerArgs.of(self.config_path, self.debug_loop, **(dict(self.flags) | {name: value}))

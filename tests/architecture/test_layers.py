@@ -2,7 +2,7 @@
 
   pipeline/                        KFP: the DAG and its thin component wrappers
   components/cli.py                the `recap` router
-  components/<step>/               datagen validate convert train evaluate push launch
+  components/<step>/               datagen validate convert train evaluate push launch data_service
   components/<contract>/           records ranker exported_model metrics trainer_command
   components/common/               schema, configs, storage, manifests, errors, logging
 
@@ -18,7 +18,7 @@ import pytest
 
 from tests.architecture.imports import REPO_ROOT, cycles, graph, imports, modules, third_party
 
-STEPS = ("datagen", "validate", "convert", "train", "evaluate", "push", "launch")
+STEPS = ("datagen", "validate", "convert", "train", "evaluate", "push", "launch", "data_service")
 CONTRACTS = ("records", "ranker", "exported_model", "metrics", "trainer_command")
 
 EDGES = graph()

@@ -56,7 +56,7 @@ def test_every_recap_command_in_the_readme_parses(argv):
 def test_the_cli_section_lists_every_subcommand():
     listed = re.search(r"`recap --help` lists every subcommand \((.*?)\)", README, flags=re.S).group(1)
     named = {" ".join(c.path) for c in all_commands()}
-    mentioned = set(re.findall(r"`([a-z ]+(?:\|[a-z|]+)?)`", listed))
+    mentioned = set(re.findall(r"`([a-z -]+(?:\|[a-z|]+)?)`", listed))
     expanded = set()
     for item in mentioned:
         head, _, alternatives = item.rpartition(" ")

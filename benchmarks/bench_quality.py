@@ -142,12 +142,12 @@ def run_lightgbm(raw: str, split_key: str, eval_fraction: float) -> dict[str, An
     for index in range(len(data["tasks"])):
         x = np.concatenate([data["x"], _oof_encodings(data, index, fit)], axis=1)
         y = data["y"][:, index]
-        params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 100,
-                  "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-                  "num_threads": 2, "verbose": -1, "seed": index}
-        booster = lgb.train(params, lgb.Dataset(x[fit], y[fit]), num_boost_round=2000,
+        params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 200,
+                  "max_bin": 63, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+                  "lambda_l2": 1.0, "num_threads": 2, "verbose": -1, "seed": index}
+        booster = lgb.train(params, lgb.Dataset(x[fit], y[fit]), num_boost_round=1000,
                             valid_sets=[lgb.Dataset(x[valid], y[valid])],
-                            callbacks=[lgb.early_stopping(50, verbose=False)])
+                            callbacks=[lgb.early_stopping(30, verbose=False)])
         predictions[:, index] = booster.predict(x[ev], num_iteration=booster.best_iteration)
     return _score(data, predictions)
 
@@ -211,17 +211,24 @@ def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
     from components.datagen.eval_oracle import EvalProtocol, eval_oracle
 
     schema = load_schema("local")
-    raw, data = os.path.join(work, f"raw-{seed}"), os.path.join(work, f"data-{seed}")
-    generate(schema, raw, rows=args.rows, files=4, seed=seed)
+    raw = os.path.join(work, f"raw-{args.rows}-{seed}")
+    data = os.path.join(work, f"data-{args.rows}-{seed}-{args.split_key}-{args.eval_fraction}")
+    if not os.path.exists(os.path.join(raw, "_MANIFEST.json")):  # --workdir keeps data between runs
+        generate(schema, raw, rows=args.rows, files=4, seed=seed)
     started = time.perf_counter()
-    convert(raw, schema, data, ConvertSettings(split_key=args.split_key, eval_fraction=args.eval_fraction,
-                                               workers=2))
+    if not os.path.exists(os.path.join(data, "eval", "_MANIFEST.json")):
+        convert(raw, schema, data, ConvertSettings(split_key=args.split_key, eval_fraction=args.eval_fraction,
+                                                   workers=2))
     convert_s = time.perf_counter() - started
     oracle = eval_oracle(raw, schema, EvalProtocol(args.split_key, args.eval_fraction))
     steps = args.steps or steps_for(args.config, args.rows, args.epochs, args.eval_fraction)
+    if not steps:
+        from components.train.config import load_train_config
+
+        steps = load_train_config(args.config).training.num_train_steps
     results = {}
     for model in args.models:
-        model_work = os.path.join(work, f"{model}-{seed}")
+        model_work = tempfile.mkdtemp(prefix=f"{model}-{seed}-", dir=work)
         os.makedirs(model_work, exist_ok=True)
         command = ["nice", "-n", "10", sys.executable, "-m", "benchmarks.bench_quality", "--child", model,
                    "--raw", raw, "--data", data, "--work", model_work, "--config", args.config,
@@ -302,6 +309,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=0.0, help="ranker steps as passes over train (0: the config's)")
     parser.add_argument("--steps", type=int, default=0, help="ranker steps (overrides --epochs)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--workdir", default="", help="keep data and models here and reuse the data (default: a temp dir)")
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--json", default="", help="also write the raw results here")
     parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
@@ -312,8 +320,12 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    with tempfile.TemporaryDirectory(prefix="bench-quality-") as work:
-        seeds = [run_seed(seed, args, work) for seed in args.seeds]
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        seeds = [run_seed(seed, args, args.workdir) for seed in args.seeds]
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-quality-") as work:
+            seeds = [run_seed(seed, args, work) for seed in args.seeds]
     text = markdown(seeds, args)
     print(text)
     if args.out:

@@ -121,12 +121,16 @@ def run_run(args: argparse.Namespace) -> int:
 
     params = parse_params(args.param, _parameter_types())
     train_config = args.train_config or str(repo_configs_dir() / "local.yaml")
+    # The eval protocol: new items of trained users (configs/convert.yaml), unless --param says otherwise.
+    params.setdefault("convert_config", str(repo_configs_dir() / "convert.yaml"))
     runner = contextlib.nullcontext(None)
     if args.runner == "docker":
         from pipeline.docker_run import container_tasks
 
         # In the images, configs/ is the working directory's, and training runs as containers too.
         train_config = args.train_config or "configs/local.yaml"
+        if params["convert_config"] == str(repo_configs_dir() / "convert.yaml"):
+            params["convert_config"] = "configs/convert.yaml"
         params.setdefault("train_backend", "docker")
         if "://" not in args.root:
             os.makedirs(args.root, exist_ok=True)  # mounted into the containers, so it must exist

@@ -203,6 +203,23 @@ def steps_for(config: str, rows: int, epochs: float, eval_fraction: float) -> in
     return max(1, round(epochs * rows * (1 - eval_fraction) / batch)) if epochs else 0
 
 
+def _config_for_steps(config: str, steps: int, work: str) -> str:
+    """The trainer YAML with `steps` steps, its cosine schedules ending there too."""
+    import yaml
+
+    data = yaml.safe_load(Path(config).read_text())
+    data["training"]["num_train_steps"] = steps
+    rates = data["optimizer"]["multi_task_learning_rates"]
+    schedules = [rates.get("backbone_learning_rate"), rates.get("default_tower_learning_rate"),
+                 *(rates.get("tower_learning_rates") or {}).values()]
+    for schedule in schedules:
+        if schedule and "linear_ramp_to_cosine" in schedule:
+            schedule["linear_ramp_to_cosine"]["final_num_steps"] = steps
+    path = os.path.join(work, f"trainer-{steps}.yaml")
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
     from components.common.schema import load_schema
     from components.convert import ConvertSettings
@@ -226,12 +243,13 @@ def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
         from components.train.config import load_train_config
 
         steps = load_train_config(args.config).training.num_train_steps
+    config = _config_for_steps(args.config, steps, work)
     results = {}
     for model in args.models:
         model_work = tempfile.mkdtemp(prefix=f"{model}-{seed}-", dir=work)
         os.makedirs(model_work, exist_ok=True)
         command = ["nice", "-n", "10", sys.executable, "-m", "benchmarks.bench_quality", "--child", model,
-                   "--raw", raw, "--data", data, "--work", model_work, "--config", args.config,
+                   "--raw", raw, "--data", data, "--work", model_work, "--config", config,
                    "--steps", str(steps), "--split-key", args.split_key, "--eval-fraction", str(args.eval_fraction)]
         out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
         results[model] = json.loads(out.stdout.strip().splitlines()[-1])

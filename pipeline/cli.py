@@ -84,14 +84,27 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print a per-task table (vs the generator's oracle when RAW has one) instead of JSON")
 
 
-def _print_summary(result, raw_uri: str) -> None:
+def _eval_protocol(params: dict[str, Any]) -> Any:
+    """The split the run's convert step applied (its convert_config, else the defaults)."""
+    from components.common.config import load_config
+    from components.convert import ConvertSettings
+    from components.datagen.eval_oracle import EvalProtocol
+
+    path = params.get("convert_config") or ""
+    settings = load_config(path, ConvertSettings) if path else ConvertSettings()
+    return EvalProtocol(settings.split_key, settings.eval_fraction)
+
+
+def _print_summary(result, raw_uri: str, schema: str, params: dict[str, Any]) -> None:
     from components.common import storage
     from components.datagen.constants import ORACLE_FILE
-    from components.datagen.oracle import read_oracle
+    from components.datagen.eval_oracle import eval_oracle
     from components.evaluate.summary import summary_table
 
-    oracle_uri = storage.join(raw_uri, ORACLE_FILE)
-    oracle = read_oracle(oracle_uri) if storage.exists(oracle_uri) else None
+    # The yardstick: the best predictions on the same eval rows under the same split.
+    oracle = None
+    if storage.exists(storage.join(raw_uri, ORACLE_FILE)):  # data made by `recap data generate`
+        oracle = eval_oracle(raw_uri, schema, _eval_protocol(params))
     if result.metrics:
         print(summary_table(storage.read_json(result.metrics), oracle))
     verdict = "SUCCEEDED" if result.succeeded else f"FAILED at {', '.join(result.failed_tasks) or '?'}"
@@ -108,12 +121,16 @@ def run_run(args: argparse.Namespace) -> int:
 
     params = parse_params(args.param, _parameter_types())
     train_config = args.train_config or str(repo_configs_dir() / "local.yaml")
+    # The eval protocol: new items of trained users (configs/convert.yaml), unless --param says otherwise.
+    params.setdefault("convert_config", str(repo_configs_dir() / "convert.yaml"))
     runner = contextlib.nullcontext(None)
     if args.runner == "docker":
         from pipeline.docker_run import container_tasks
 
         # In the images, configs/ is the working directory's, and training runs as containers too.
         train_config = args.train_config or "configs/local.yaml"
+        if params["convert_config"] == str(repo_configs_dir() / "convert.yaml"):
+            params["convert_config"] = "configs/convert.yaml"
         params.setdefault("train_backend", "docker")
         if "://" not in args.root:
             os.makedirs(args.root, exist_ok=True)  # mounted into the containers, so it must exist
@@ -130,7 +147,7 @@ def run_run(args: argparse.Namespace) -> int:
             extra_params=params, runner=kfp_runner,
         )
     if args.summary:
-        _print_summary(result, args.raw)
+        _print_summary(result, args.raw, args.schema, params)
     else:
         print(json.dumps(result.to_json(), indent=2))
     return 0 if result.succeeded else EXIT_CHECK_FAILED

@@ -23,6 +23,7 @@ from torch import nn
 from components.common.errors import DataError
 from components.common.logs import format_metrics
 from components.common.schema import Schema
+from components.metrics.task_auroc import TaskAUROC
 from components.ranker.layers import Linear
 from components.ranker.model import HeavyRanker
 from components.records.batch import RecapBatch
@@ -212,10 +213,11 @@ def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[Reca
 
 
 def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapConfig, env: DistEnv,
-             pos_weight: torch.Tensor, tasks: list[str]) -> dict[str, float]:
-    """Mean per-task loss over the first `num_steps` batches of the validation data (all ranks)."""
+             pos_weight: torch.Tensor, tasks: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean per-task loss and per-task AUROC over the first `num_steps` batches of the validation data (all ranks)."""
     dmp.eval()
     total = torch.zeros(len(tasks))
+    auroc = TaskAUROC(tasks)
     batches = open_source(source, 0, "validation_data")
     try:
         with torch.no_grad(), _autocast(config, env):
@@ -224,13 +226,14 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
                 batch = batch.to(env.device)
                 out = dmp(batch)
                 total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
+                auroc.update(out["probabilities"].detach().cpu(), batch.labels.cpu())
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # the reader's prefetch and cache go now, not when collected
     dmp.train()
     mean = _global_mean(total / max(num_steps, 1), env)
-    return dict(zip(tasks, mean.tolist(), strict=True))
+    return dict(zip(tasks, mean.tolist(), strict=True)), auroc.compute()
 
 
 def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: BatchSource,
@@ -295,13 +298,15 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
             step % training.eval_every_n == 0 or step == training.num_train_steps
         ):
             paused = time.perf_counter()
-            eval_losses = evaluate(dmp, eval_batches, training.num_eval_steps, config, env, pos_weight, tasks)
+            eval_losses, eval_auroc = evaluate(dmp, eval_batches, training.num_eval_steps, config, env, pos_weight, tasks)
             window_start += time.perf_counter() - paused  # examples_per_s measures training only
             if env.is_chief:
                 log.info("eval step=%d %s", step, format_metrics(
                     loss=sum(eval_losses.values()) / len(eval_losses),
                     **{f"loss_{k}": v for k, v in eval_losses.items()}))
                 tensorboard.scalars("eval_loss", eval_losses, step)
+                log.info("eval step=%d %s", step, format_metrics(**{f"auroc_{k}": v for k, v in eval_auroc.items()}))
+                tensorboard.scalars("eval_auroc", {k: v for k, v in eval_auroc.items() if math.isfinite(v)}, step)
 
         if step % training.checkpoint_every_n == 0 or step == training.num_train_steps:
             paused = time.perf_counter()

@@ -15,6 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from components.common.schema import load_schema
+from components.train.config import load_train_config
 from tests.train.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,7 @@ def test_two_ranks_approach_the_oracle_auroc(converted):
     assert done.returncode == 0, done.stderr[-4000:]
     assert "sharding plan (world_size=2)" in done.stderr and "resolved config" in done.stderr
     exported, probabilities, labels = predict(str(save_dir / "model"), str(converted / "data" / "eval"))
-    assert exported.step == 300
+    assert exported.step == load_train_config(str(REPO_ROOT / "configs" / "local.yaml")).training.num_train_steps
     oracle = read_oracle(str(converted / "raw"))["tasks"]
     ratios = {}
     for index, task in enumerate(exported.schema.task_names):

@@ -24,7 +24,7 @@ from components.launch.spec import TrainingFailed
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 120.0  # importing TensorFlow on a loaded machine takes a while
+START_TIMEOUT_S = 300.0  # importing TensorFlow on a loaded machine can take minutes
 READY = "address="
 
 

@@ -226,7 +226,7 @@ class _Layout:
             values=tensor("ids"),
             lengths=torch.ones(rows * len(self.id_names), dtype=torch.int32),
         )
-        discrete = tensor("discrete") if self.with_discrete else torch.empty((rows, 0), dtype=torch.int64)
+        discrete = tensor("discrete") if "discrete" in parsed else torch.empty((rows, 0), dtype=torch.int64)
         return RecapBatch(
             continuous=tensor("continuous"),
             binary=tensor("binary"),

@@ -37,6 +37,7 @@ from components.common import storage
 from components.common.errors import DataError
 from components.common.schema import Schema
 from components.records.batch import RecapBatch
+from components.records.layout import RecordLayout, manifest_compression
 from components.records.reader import READ_BUFFER_BYTES, ReaderOptions, _Layout, load_split_manifest
 
 PROCESSING_MODE = "distributed_epoch"
@@ -86,14 +87,22 @@ def wait_for_dispatcher(address: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _shard_uris(manifest_uri: str, schema: Schema) -> tuple[list[str], int]:
-    manifest, directory = load_split_manifest(manifest_uri, schema)
+@dataclass(frozen=True)
+class _Split:
+    uris: list[str]
+    records: int
+    layout: RecordLayout  # how the shards are laid out (segdense or packed)
+    compression: str  # TFRecord compression_type of the shards
+
+
+def _split(manifest_uri: str, schema: Schema, options: ReaderOptions) -> _Split:
+    manifest, directory, layout = load_split_manifest(manifest_uri, schema, options.reads)
     uris = [storage.join(directory, f.path) for f in manifest.files if f.records]
     # The workers run elsewhere: a relative local path would be read from their directory.
     uris = [u if storage.is_gcs(u) else os.path.abspath(u) for u in uris]
     if not uris:
         raise DataError(f"{directory}: the split holds no records")
-    return uris, manifest.total_records
+    return _Split(uris, manifest.total_records, layout, manifest_compression(manifest.extra))
 
 
 def service_dataset(manifest_uri: str, schema: Schema, options: ReaderOptions, global_batch_size: int,
@@ -107,21 +116,21 @@ def service_dataset(manifest_uri: str, schema: Schema, options: ReaderOptions, g
 
     if options.batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {options.batch_size}")
-    uris, per_epoch = _shard_uris(manifest_uri, schema)
-    epoch = start_batch * global_batch_size // per_epoch
-    files = tf.data.Dataset.from_tensor_slices(uris)
+    split = _split(manifest_uri, schema, options)
+    epoch = start_batch * global_batch_size // split.records
+    files = tf.data.Dataset.from_tensor_slices(split.uris)
     if epoch and not options.repeat:
         files = files.take(0)
     if options.shuffle:
-        files = files.shuffle(len(uris), seed=options.seed * 1_000_003 + epoch, reshuffle_each_iteration=True)
+        files = files.shuffle(len(split.uris), seed=options.seed * 1_000_003 + epoch, reshuffle_each_iteration=True)
     if options.repeat:
         files = files.repeat()
     cycle = max(1, options.num_parallel_reads)
     records = files.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP", buffer_size=READ_BUFFER_BYTES),
+        lambda path: tf.data.TFRecordDataset(path, compression_type=split.compression, buffer_size=READ_BUFFER_BYTES),
         cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
     batches = records.batch(options.batch_size, drop_remainder=options.drop_remainder)
-    parsed = batches.map(_Layout(schema).parse_fn(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    parsed = batches.map(_Layout(schema, split.layout, options.reads).parse_fn(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return parsed.prefetch(max(1, options.prefetch))
 
 
@@ -164,7 +173,7 @@ def consume(job: ServiceJob, element_spec, schema: Schema) -> Iterator[RecapBatc
     dataset = tf.data.experimental.service.from_dataset_id(
         PROCESSING_MODE, job.dispatcher, job.dataset_id, element_spec=element_spec, job_name=job.job_name,
         max_outstanding_requests=2)
-    layout = _Layout(schema)
+    layout = _Layout(schema, RecordLayout())  # to_batch only: the workers parsed the records
     iterator = iter(dataset.prefetch(1))
     while True:
         try:

@@ -83,9 +83,10 @@ def test_a_resumed_service_starts_over_at_the_epoch_the_checkpoint_fell_in(split
 
     def read(start: int) -> collections.Counter:
         parsed = service_dataset(split, SCHEMA, options, global_batch_size=64, start_batch=start)
+        from components.records.layout import RecordLayout
         from components.records.reader import _Layout
 
-        return rows(_Layout(SCHEMA).to_batch(p) for p in parsed)
+        return rows(_Layout(SCHEMA, RecordLayout()).to_batch(p) for p in parsed)
 
     per_epoch = count_records(split)
     assert read(0) == whole

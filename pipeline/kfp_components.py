@@ -38,8 +38,9 @@ def validate(
     setup_logging()
     runtime.check_data_root(statistics.uri, data_root)  # the first step: fail before any work
     os.makedirs(statistics.path, exist_ok=True)
-    result = run(raw_data_uri, load_schema(schema), statistics.path, load_validation_config(validate_config or None),
-                 reference_stats_uri or None)
+    result = runtime.retry_transient(lambda: run(
+        raw_data_uri, load_schema(schema), statistics.path, load_validation_config(validate_config or None),
+        reference_stats_uri or None), "validate")
     runtime.copy_file(result.report_uri, report.path)
     runtime.log_scalars(metrics, result.metrics)
     statistics.metadata.update({"rows": result.rows, "files": result.files, "input": raw_data_uri})
@@ -73,7 +74,7 @@ def convert(
     setup_logging()
     settings = load_config(convert_config, ConvertSettings) if convert_config else ConvertSettings()
     location = runtime.data_location(tfrecords.uri, data_root)
-    result = run(raw_data_uri, load_schema(schema), location, settings)
+    result = runtime.retry_transient(lambda: run(raw_data_uri, load_schema(schema), location, settings), "convert")
     runtime.record_location(
         tfrecords, location, train_uri=split_uri(location, TRAIN_SPLIT), eval_uri=split_uri(location, EVAL_SPLIT),
         train_records=result.records.get(TRAIN_SPLIT), eval_records=result.records.get(EVAL_SPLIT),
@@ -179,8 +180,9 @@ def evaluate(
     setup_logging()
     config = load_evaluate_config(evaluate_config or None)
     os.makedirs(evaluation.path, exist_ok=True)
-    result = run(runtime.data_uri(model), split_uri(runtime.data_uri(tfrecords), EVAL_SPLIT), evaluation.path,
-                 config, baseline_metrics_uri or None)
+    result = runtime.retry_transient(lambda: run(
+        runtime.data_uri(model), split_uri(runtime.data_uri(tfrecords), EVAL_SPLIT), evaluation.path, config,
+        baseline_metrics_uri or None), "evaluate")
     runtime.log_scalars(metrics, storage.read_json(storage.join(evaluation.path, KFP_METRICS_FILE)))
     runtime.log_classification(classification, storage.read_json(storage.join(evaluation.path, CLASSIFICATION_FILE)))
     runtime.copy_file(storage.join(evaluation.path, REPORT_FILE), report.path)

@@ -145,7 +145,7 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
             )
             converted = _configure(
                 ops.convert(raw_data_uri=raw_data_uri, schema=schema, convert_config=convert_config,
-                            data_root=data_root, cache_key=cache_key),
+                            validate_config=validate_config, data_root=data_root, cache_key=cache_key),
                 "convert", options, images,
             ).after(gate)
             trained = _configure(

@@ -51,7 +51,8 @@ def validate(
 def validation_gate(passed: bool, summary: str) -> None:
     """Fail the run when validation found errors; the report stays on the (successful) validate task."""
     if not passed:
-        raise SystemExit(f"pipeline stopped by data validation: {summary}")
+        print(summary)  # every error, for the log; the failure itself is one line
+        raise SystemExit(f"pipeline stopped by data validation: {summary.splitlines()[0]}")
     print("data validation passed")
 
 
@@ -59,12 +60,17 @@ def convert(
     raw_data_uri: str,
     schema: str,
     convert_config: str,
+    validate_config: str,
     data_root: str,
     cache_key: str,
     tfrecords: Output[Dataset],
 ):
-    """Raw Parquet -> gzip TFRecord train/eval splits, written straight to the data location."""
+    """Raw Parquet -> gzip TFRecord train/eval splits, written straight to the data location.
+
+    The contract's thresholds come from `validate_config`, as validate's do: what it passed, convert accepts.
+    """
     from components.common.config import load_config
+    from components.common.contract import load_thresholds
     from components.common.logs import setup_logging
     from components.common.schema import load_schema
     from components.convert import ConvertSettings, run
@@ -73,6 +79,8 @@ def convert(
 
     setup_logging()
     settings = load_config(convert_config, ConvertSettings) if convert_config else ConvertSettings()
+    thresholds = load_thresholds(validate_config or None)
+    settings.max_non_finite_share, settings.severity = thresholds.max_non_finite_share, dict(thresholds.severity)
     location = runtime.data_location(tfrecords.uri, data_root)
     result = runtime.retry_transient(lambda: run(raw_data_uri, load_schema(schema), location, settings), "convert")
     runtime.record_location(

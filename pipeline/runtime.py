@@ -120,7 +120,12 @@ def anomaly_summary(errors: list[Any], raw_uri: str, limit: int = 20) -> str:
         return "ok"
     lines = [f"{a.code} {a.column or '-'}: {a.message}" for a in errors[:limit]]
     more = [f"... and {len(errors) - limit} more"] if len(errors) > limit else []
-    return "\n".join([f"{len(errors)} validation error(s) in {raw_uri}:", *lines, *more])
+    first = errors[0]
+    example = first.examples[0] if first.examples else {}
+    where = " ".join(part for part in (example.get("file"), f"row {example['row']}" if "row" in example else None,
+                                       f"column {first.column!r}" if first.column else None) if part)
+    head = f"{len(errors)} validation error(s) in {raw_uri}; first: {first.code}{' at ' + where if where else ''}"
+    return "\n".join([head, *lines, *more])
 
 
 def copy_file(src_uri: str, local_path: str) -> None:

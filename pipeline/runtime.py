@@ -124,7 +124,8 @@ def anomaly_summary(errors: list[Any], raw_uri: str, limit: int = 20) -> str:
     example = first.examples[0] if first.examples else {}
     where = " ".join(part for part in (example.get("file"), f"row {example['row']}" if "row" in example else None,
                                        f"column {first.column!r}" if first.column else None) if part)
-    head = f"{len(errors)} validation error(s) in {raw_uri}; first: {first.code}{' at ' + where if where else ''}"
+    head = (f"{len(errors)} validation error(s) in {raw_uri}; first: {first.code}{' at ' + where if where else ''}"
+            f" ({first.message})")
     return "\n".join([head, *lines, *more])
 
 

@@ -92,12 +92,13 @@ def test_anomaly_summary_names_codes_and_columns():
 
     assert runtime.anomaly_summary([], "gs://b/raw") == "ok"
     text = runtime.anomaly_summary([A("unreadable_file", None, "part-0 truncated")] * 25, "gs://b/raw")
-    assert text.startswith("25 validation error(s) in gs://b/raw; first: unreadable_file\n")
+    assert text.startswith("25 validation error(s) in gs://b/raw; first: unreadable_file (part-0 truncated)\n")
     assert "unreadable_file -: part-0 truncated" in text and text.endswith("... and 5 more")
-    labels = A("label_not_binary", "is_clicked", "...", ({"file": "gs://b/raw/p-1.parquet", "row": 2},))
+    labels = A("label_not_binary", "is_clicked", "a label value outside {0, 1}",
+               ({"file": "gs://b/raw/p-1.parquet", "row": 2},))
     assert runtime.anomaly_summary([labels], "gs://b/raw").splitlines()[0] == (
         "1 validation error(s) in gs://b/raw; first: label_not_binary at gs://b/raw/p-1.parquet row 2 "
-        "column 'is_clicked'")
+        "column 'is_clicked' (a label value outside {0, 1})")
 
 
 def test_retry_transient_repeats_only_an_outage_and_fails_a_data_error_at_once(monkeypatch):

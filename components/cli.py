@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-from components.common.errors import ConfigError, MissingDependency, RecapError
+from components.common.errors import EXIT_CHECK_FAILED, ConfigError, MissingDependency, RecapError
 from components.common.logs import setup_logging
 
 
@@ -139,8 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"{config_path}: config file not found")
         return int(args._handler(args) or 0)
     except RecapError as exc:
+        logging.getLogger("recap").debug("traceback of the error below", exc_info=True)
         print(f"recap {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug or an unmapped library error: one line, the traceback at DEBUG
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"recap {name}: error: unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows the "
+              "traceback)", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print(f"recap {name}: interrupted", file=sys.stderr)
         return 130

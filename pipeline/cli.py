@@ -109,6 +109,10 @@ def _print_summary(result, raw_uri: str, schema: str, params: dict[str, Any]) ->
         print(summary_table(storage.read_json(result.metrics), oracle))
     verdict = "SUCCEEDED" if result.succeeded else f"FAILED at {', '.join(result.failed_tasks) or '?'}"
     print(f"\nrun {verdict} in {result.seconds:.0f} s; blessed: {result.blessed}")
+    if result.failure:
+        print(f"  failed step:        {result.failure.step}")
+        print(f"  reason:             {result.failure.reason}")
+        print(f"  step log:           {result.failure.log}")
     for label, where in (("validation report", result.validation_report), ("evaluation report", result.report),
                          ("metrics", result.metrics), ("model", result.model_uri),
                          ("serving copy", result.serving_model_uri)):

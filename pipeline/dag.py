@@ -47,8 +47,13 @@ RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "validation_gate": ("100m", "500m", "128Mi", "256Mi"),
     "delete_training_job": ("100m", "500m", "256Mi", "512Mi"),
 }
-# Steps whose work is I/O against object storage and safe to repeat get retries.
-RETRIES: dict[str, int] = {"validate": 2, "convert": 2, "evaluate": 2, "push": 3, "delete_training_job": 3}
+# KFP retries. KFP (and Argo beneath it) repeats every failure of a task alike, a data error as
+# much as a lost pod, so the data steps (validate, convert, evaluate) get none: a data error fails
+# the run at once, and their transient faults are retried inside the step process
+# (storage's per-call retries, then pipeline.runtime.retry_transient). Steps that only call APIs
+# keep KFP retries. docs/architecture.md, "Retries", says why.
+RETRIES: dict[str, int] = {"push": 3, "delete_training_job": 3}
+DATA_STEPS = ("validate", "convert", "evaluate")
 # Steps that must run every time: they depend on the run id or have side effects.
 NEVER_CACHED = frozenset({"train", "push", "not_blessed", "validation_gate", "delete_training_job"})
 
@@ -142,8 +147,9 @@ def build_pipeline(options: CompileOptions | None = None) -> Any:
             )
             converted = _configure(
                 ops.convert(raw_data_uri=raw_data_uri, schema=schema, convert_config=convert_config,
-                            data_root=data_root, cache_key=cache_key, num_workers=num_workers,
-                            procs_per_worker=procs_per_worker, gpus_per_worker=gpus_per_worker),
+                            validate_config=validate_config, data_root=data_root, cache_key=cache_key,
+                            num_workers=num_workers, procs_per_worker=procs_per_worker,
+                            gpus_per_worker=gpus_per_worker),
                 "convert", options, images,
             ).after(gate)
             trained = _configure(

@@ -38,8 +38,9 @@ def validate(
     setup_logging()
     runtime.check_data_root(statistics.uri, data_root)  # the first step: fail before any work
     os.makedirs(statistics.path, exist_ok=True)
-    result = run(raw_data_uri, load_schema(schema), statistics.path, load_validation_config(validate_config or None),
-                 reference_stats_uri or None)
+    result = runtime.retry_transient(lambda: run(
+        raw_data_uri, load_schema(schema), statistics.path, load_validation_config(validate_config or None),
+        reference_stats_uri or None), "validate")
     runtime.copy_file(result.report_uri, report.path)
     runtime.log_scalars(metrics, result.metrics)
     statistics.metadata.update({"rows": result.rows, "files": result.files, "input": raw_data_uri})
@@ -50,7 +51,8 @@ def validate(
 def validation_gate(passed: bool, summary: str) -> None:
     """Fail the run when validation found errors; the report stays on the (successful) validate task."""
     if not passed:
-        raise SystemExit(f"pipeline stopped by data validation: {summary}")
+        print(summary)  # every error, for the log; the failure itself is one line
+        raise SystemExit(f"pipeline stopped by data validation: {summary.splitlines()[0]}")
     print("data validation passed")
 
 
@@ -58,6 +60,7 @@ def convert(
     raw_data_uri: str,
     schema: str,
     convert_config: str,
+    validate_config: str,
     data_root: str,
     cache_key: str,
     tfrecords: Output[Dataset],
@@ -70,8 +73,11 @@ def convert(
     Unless `convert_config` sets `shards`, each split gets enough shards for the training job's
     ranks (every rank reads shards of its own); the counts go into the artifact's metadata, where
     the train step checks them before it launches.
+
+    The contract's thresholds come from `validate_config`, as validate's do: what it passed, convert accepts.
     """
     from components.common.config import load_config
+    from components.common.contract import load_thresholds
     from components.common.logs import setup_logging
     from components.common.schema import load_schema
     from components.convert import ConvertSettings, run
@@ -81,8 +87,10 @@ def convert(
     setup_logging()
     settings = load_config(convert_config, ConvertSettings) if convert_config else ConvertSettings()
     settings = runtime.shards_for_ranks(settings, runtime.ranks(num_workers, procs_per_worker, gpus_per_worker))
+    thresholds = load_thresholds(validate_config or None)
+    settings.max_non_finite_share, settings.severity = thresholds.max_non_finite_share, dict(thresholds.severity)
     location = runtime.data_location(tfrecords.uri, data_root)
-    result = run(raw_data_uri, load_schema(schema), location, settings)
+    result = runtime.retry_transient(lambda: run(raw_data_uri, load_schema(schema), location, settings), "convert")
     runtime.record_location(
         tfrecords, location, train_uri=split_uri(location, TRAIN_SPLIT), eval_uri=split_uri(location, EVAL_SPLIT),
         train_records=result.records.get(TRAIN_SPLIT), eval_records=result.records.get(EVAL_SPLIT),
@@ -201,8 +209,9 @@ def evaluate(
     setup_logging()
     config = load_evaluate_config(evaluate_config or None)
     os.makedirs(evaluation.path, exist_ok=True)
-    result = run(runtime.data_uri(model), split_uri(runtime.data_uri(tfrecords), EVAL_SPLIT), evaluation.path,
-                 config, baseline_metrics_uri or None)
+    result = runtime.retry_transient(lambda: run(
+        runtime.data_uri(model), split_uri(runtime.data_uri(tfrecords), EVAL_SPLIT), evaluation.path, config,
+        baseline_metrics_uri or None), "evaluate")
     runtime.log_scalars(metrics, storage.read_json(storage.join(evaluation.path, KFP_METRICS_FILE)))
     runtime.log_classification(classification, storage.read_json(storage.join(evaluation.path, CLASSIFICATION_FILE)))
     runtime.copy_file(storage.join(evaluation.path, REPORT_FILE), report.path)

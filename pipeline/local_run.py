@@ -8,10 +8,14 @@ gs://, e.g. the GCS emulator); KFP's own small artifacts go to a local pipeline 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -41,9 +45,80 @@ class LocalRunResult:
     blessed: bool | None
     serving_model_uri: str | None  # where push copied the model (only when blessed)
     seconds: float
+    logs_dir: str | None = None  # one <task>.log per task that ran
+    failure: StepFailure | None = None  # the failing step, its one-line reason and its log
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out["failure"] = self.failure.__dict__ if self.failure else None
+        return out
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    step: str
+    reason: str  # one line: the step's error, naming file, row and column where it has them
+    log: str  # the step's whole output
+
+
+class StepLogs(io.TextIOBase):
+    """What kfp.local prints (its own lines and each task's output), passed through and split into
+    one `<task>.log` per task, between its "Executing task" and "finished with status" lines."""
+
+    def __init__(self, stream: Any, directory: Path) -> None:
+        self.stream, self.directory = stream, directory
+        self.paths: dict[str, Path] = {}
+        self._task: str | None = None
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def _line(self, line: str) -> None:
+        clean = _ANSI.sub("", line)
+        started = re.search(r"Executing task '([^']+)'", clean)
+        if started:
+            self._task = started.group(1)
+            self.paths[self._task] = self.directory / f"{self._task}.log"
+            self.directory.mkdir(parents=True, exist_ok=True)
+        if self._task is not None:
+            with open(self.paths[self._task], "a") as handle:
+                handle.write(clean + "\n")
+        if re.search(r"Task '[^']+' finished with status", clean):
+            self._task = None
+
+
+# The last line of a failing step's log that says why: our errors (as the KFP executor's traceback
+# ends), the validation gate's verdict, or any other exception's last line.
+_REASON = re.compile(r"^(?:pipeline stopped by data validation: .+|(?:[\w.]+\.)?[A-Z]\w*(?:Error|Failed|Unavailable|"
+                     r"Exception|Exit|Dependency)(?:: .+)?|recap \S+: error: .+)$")
+
+
+def failure_reason(log_text: str) -> str:
+    """The one line of a failed step's log that says why it failed."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    lines = [line for line in lines if not re.search(r"Task '[^']+' finished with status", line)]
+    for line in reversed(lines):
+        if _REASON.match(line):
+            return re.sub(r"^components\.common\.errors\.", "", line)
+    return lines[-1] if lines else "(the step printed nothing)"
+
+
+def step_failure(failed: tuple[str, ...], logs: dict[str, Path]) -> StepFailure | None:
+    """The innermost failed task that has a log (kfp.local names the failing task first)."""
+    for task in failed:
+        path = logs.get(task)
+        if path is not None and path.exists():
+            return StepFailure(task, failure_reason(path.read_text()), str(path))
+    return None
 
 
 def _import_kfp_local() -> Any:
@@ -166,7 +241,8 @@ def run_local(
     before = set(Path(kfp_root).glob(f"{PIPELINE_NAME}-*"))
     start = time.monotonic()
     failed: tuple[str, ...] = ()
-    with warnings.catch_warnings():
+    step_logs = StepLogs(sys.stdout, Path(kfp_root) / "logs" / time.strftime("%Y%m%d-%H%M%S"))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(step_logs):
         # kfp.local warns that our images are not "python" images; steps run in this venv anyway.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         # ...and that pod resources and retries mean nothing to local subprocesses.
@@ -182,7 +258,8 @@ def run_local(
     runs = sorted(set(Path(kfp_root).glob(f"{PIPELINE_NAME}-*")) - before)
     if not runs:
         raise RuntimeError(f"kfp.local wrote no run directory under {kfp_root}")
-    result = collect(runs[-1], succeeded=not failed, failed=failed, seconds=seconds)
+    result = dataclasses.replace(collect(runs[-1], succeeded=not failed, failed=failed, seconds=seconds),
+                                 logs_dir=str(step_logs.directory), failure=step_failure(failed, step_logs.paths))
     log.info("local pipeline run %s in %.1fs: %s", "succeeded" if result.succeeded else "FAILED", seconds,
              json.dumps(result.to_json()))
     return result

@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from components.common import storage
-from components.common.errors import ConfigError
+from components.common.errors import ConfigError, RecapError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOCATION_FILE = "_LOCATION.json"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -114,7 +120,13 @@ def anomaly_summary(errors: list[Any], raw_uri: str, limit: int = 20) -> str:
         return "ok"
     lines = [f"{a.code} {a.column or '-'}: {a.message}" for a in errors[:limit]]
     more = [f"... and {len(errors) - limit} more"] if len(errors) > limit else []
-    return "\n".join([f"{len(errors)} validation error(s) in {raw_uri}:", *lines, *more])
+    first = errors[0]
+    example = first.examples[0] if first.examples else {}
+    where = " ".join(part for part in (example.get("file"), f"row {example['row']}" if "row" in example else None,
+                                       f"column {first.column!r}" if first.column else None) if part)
+    head = (f"{len(errors)} validation error(s) in {raw_uri}; first: {first.code}{' at ' + where if where else ''}"
+            f" ({first.message})")
+    return "\n".join([head, *lines, *more])
 
 
 def copy_file(src_uri: str, local_path: str) -> None:
@@ -137,3 +149,29 @@ def shards_for_ranks(settings: Any, ranks: int) -> Any:
     if "shards" in settings.model_fields_set:
         return settings
     return settings.model_copy(update={"shards": max(settings.shards, ranks * SHARDS_PER_RANK)})
+
+
+STEP_ATTEMPTS_ENV = "RECAP_STEP_ATTEMPTS"  # attempts of a data step's work on a transient fault (default 3)
+STEP_BACKOFF_ENV = "RECAP_STEP_BACKOFF_S"  # first pause between them (default 30 s, doubling)
+
+
+def retry_transient(work: Callable[[], T], what: str) -> T:
+    """Run a data step's work; repeat it only after a transient fault (an object-store outage that
+    outlasted the client's own retries). A data, config or usage error fails at once.
+
+    Data steps carry no KFP retry (docs/architecture.md, "Retries"): KFP would repeat every
+    failure alike, turning a one-second data error into minutes. This loop is their retry.
+    """
+    attempts = max(1, int(os.environ.get(STEP_ATTEMPTS_ENV, "3")))
+    pause = float(os.environ.get(STEP_BACKOFF_ENV, "30"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except RecapError as exc:
+            if not exc.transient or attempt == attempts:
+                raise
+            log.warning("%s: transient fault (attempt %d/%d), retrying in %.0f s: %s", what, attempt, attempts,
+                        pause, exc)
+            time.sleep(pause)
+            pause *= 2
+    raise AssertionError("unreachable")

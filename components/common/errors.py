@@ -10,6 +10,7 @@ class RecapError(Exception):
     """Base class: a one-line, user-facing message naming the file, row or field."""
 
     exit_code = EXIT_USAGE
+    transient = False  # True only for faults a later attempt of the same step can get past
 
 
 class ConfigError(RecapError):
@@ -22,6 +23,13 @@ class SchemaError(RecapError):
 
 class StorageError(RecapError):
     """A URI cannot be read or written (not found, permission, retries exhausted)."""
+
+
+class StorageUnavailable(StorageError):
+    """Object storage kept failing with retryable errors past the client's retries: an outage, worth
+    retrying the whole step later (pipeline.runtime.retry_transient), unlike every other error here."""
+
+    transient = True
 
 
 class DataError(RecapError):

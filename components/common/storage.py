@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from components.common.errors import DataError, StorageError
+from components.common.errors import DataError, StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _call(fn: Callable[[], T], what: str) -> T:
         raise FileNotFoundError(what) from exc
     except Exception as exc:
         if _is_retryable(exc):
-            raise StorageError(f"{what}: gave up after {RETRY.attempts} attempts: {exc}") from exc
+            raise StorageUnavailable(f"{what}: gave up after {RETRY.attempts} attempts: {exc}") from exc
         if isinstance(exc, gexc.GoogleAPICallError):
             raise StorageError(f"{what}: {exc.code} {exc.message}") from exc
         raise

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from components.common.config import parse_config
+from components.common.contract import load_thresholds
 from components.common.schema import load_schema
 from components.convert.convert import ConvertSettings
 from components.convert.convert import run as convert
@@ -21,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     parser.add_argument("--compressor", choices=["auto", "isal", "zlib"], default="auto",
                         help="gzip implementation (auto: isal when installed, else zlib)")
+    parser.add_argument("--skip-checks", action="store_true",
+                        help="skip the contract's value checks (labels, binary values, IDs, NaN/inf): for input "
+                        "that passed `recap validate` already; nulls, types and lengths are always checked")
+    parser.add_argument("--validation-config", default=None,
+                        help="validation config whose thresholds the checks use (default: configs/validation.yaml)")
     parser.add_argument("--compression-level", type=int, default=None, help="isal 0-3 (default 1), zlib 0-9 (default 6)")
     parser.add_argument("--layout", choices=["segdense", "packed"], default="segdense",
                         help="record layout: segdense (the original's, for interop) or packed (fast training reads)")
@@ -36,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         "compressor": args.compressor, "compression_level": args.compression_level, "progress_bar": sys.stderr.isatty(),
         "layout": args.layout, "trainer_config": args.trainer_config, "compression": args.compression,
     }
+    thresholds = load_thresholds(args.validation_config)
+    values.update(check_values=not args.skip_checks, max_non_finite_share=thresholds.max_non_finite_share,
+                  severity=dict(thresholds.severity))
     if args.workers is not None:
         values["workers"] = args.workers
     settings = parse_config(values, ConvertSettings, "recap convert")

@@ -21,16 +21,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
-from components.common import storage
+from components.common import contract, storage
 from components.common.config import StrictModel
 from components.common.errors import ConfigError, DataError, RecapError, SchemaError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, ManifestFile, manifest_uri, write_manifest
 from components.common.schema import Schema
 from components.convert import plan
-from components.convert.shard import ShardJob, ShardOutput, convert_shard
+from components.convert.shard import NonFinite, ShardJob, ShardOutput, ValueChecks, convert_shard
 from components.records.layout import (
     COMPRESSIONS,
     EVAL_SPLIT,
@@ -65,6 +66,10 @@ class ConvertSettings(StrictModel):
     layout: Literal["segdense", "packed"] = "segdense"
     trainer_config: str | None = None
     compression: Literal["auto", "gzip", "none"] = "auto"  # auto: gzip for segdense, none for packed
+    # The contract's value rules (components.common.contract), with validate's thresholds and overrides.
+    check_values: bool = True  # False: `--skip-checks` (the input passed validate already)
+    max_non_finite_share: float = Field(default=0.02, ge=0, le=1)
+    severity: dict[str, Literal["error", "warning"]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _level_fits_backend(self) -> ConvertSettings:
@@ -275,8 +280,9 @@ def run(input_uri: str, schema: Schema, out_uri: str, settings: ConvertSettings)
     start = time.perf_counter()
     out_uri = out_uri.rstrip("/")
     split_spec = plan.resolve_split_column(schema, settings.split_key)
-    files = plan.list_input_files(input_uri)
-    rows = plan.file_rows(files, schema)
+    inputs = plan.list_input_files(input_uri)
+    rows = plan.file_rows(inputs, schema)
+    files = inputs.files
     layout, container = settings.record_layout(schema), settings.container()
     tasks = plan.plan_tasks(files, rows, settings.shards, out_uri, container)
     total = sum(rows)
@@ -286,13 +292,43 @@ def run(input_uri: str, schema: Schema, out_uri: str, settings: ConvertSettings)
                                           compressor=f"{backend}-{level}" if container == "gzip" else "none"))
     for split in SPLITS:
         clear_split(split_uri(out_uri, split))
+    checks = ValueChecks(settings.check_values, tuple(sorted(settings.severity.items())))
     jobs = [
         ShardJob(task, schema, split_spec.column, settings.eval_fraction, backend, level, settings.batch_rows,
-                 layout, container)
+                 layout, container, checks)
         for task in tasks
     ]
-    outputs = _run_jobs(jobs, settings.workers, total, settings.progress_bar)
+    try:
+        outputs = _run_jobs(jobs, settings.workers, total, settings.progress_bar)
+        check_non_finite(outputs, schema, settings.max_non_finite_share)
+    except BaseException:
+        for split in SPLITS:  # no manifest was written; leave no unlisted shards behind either
+            clear_split(split_uri(out_uri, split))
+        raise
     return _publish(out_uri, input_uri, schema, settings, outputs, total, time.perf_counter() - start, layout)
+
+
+def check_non_finite(outputs: list[ShardOutput], schema: Schema, max_share: float) -> None:
+    """NaN/inf share per continuous element over the whole input, judged as validate judges it."""
+    totals: dict[str, NonFinite] = {}
+    for output in outputs:
+        for column, tally in output.non_finite.items():
+            if column in totals:
+                totals[column].merge(tally)
+            else:
+                totals[column] = NonFinite(tally.counts.copy(), tally.rows, tally.first)
+    for spec in schema.features:
+        tally = totals.get(spec.column)
+        if tally is None or not tally.rows:
+            continue
+        share = tally.counts / tally.rows
+        allowed = contract.allowed_non_finite_share(spec.role, max_share)
+        flagged = np.flatnonzero(share > allowed)
+        if len(flagged):
+            element = int(flagged[np.argmax(share[flagged])])
+            uri, row = tally.first or ("?", -1)
+            raise DataError(f"{uri}: row {row}: column {spec.column!r} element {element} is NaN/inf in "
+                            f"{share[element]:.2%} of rows, above max_non_finite_share {allowed:g} [non_finite]")
 
 
 def _publish(out_uri: str, input_uri: str, schema: Schema, settings: ConvertSettings,

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.common import storage
-from components.common.errors import DataError, SchemaError, StorageError
+from components.common.errors import DataError, SchemaError
 from components.common.hashing import splitmix64
-from components.common.manifest import MANIFEST_NAME
+from components.common.manifest import MANIFEST_NAME, ManifestFile
 from components.common.raw_inputs import list_raw_inputs
 from components.common.schema import FeatureSpec, Schema
 from components.records.layout import SPLITS, shard_name, split_uri
@@ -45,23 +45,34 @@ class ShardTask:
         return sum(s.stop - s.start for s in self.slices)
 
 
-def list_input_files(input_uri: str) -> list[str]:
-    """The Parquet files to convert (components.common.raw_inputs); none at all is an error."""
-    files = list(list_raw_inputs(input_uri).files)
-    if not files:
-        raise StorageError(f"{input_uri}: no Parquet files (and no {MANIFEST_NAME}) found")
-    return files
+@dataclass(frozen=True)
+class InputFiles:
+    files: list[str]
+    expected: dict[str, ManifestFile]  # manifest entry per file, when the input has a manifest
+
+
+def list_input_files(input_uri: str) -> InputFiles:
+    """The Parquet files to convert (components.common.raw_inputs); none at all is a data error, as in validate."""
+    inputs = list_raw_inputs(input_uri)
+    if not inputs.files:
+        raise DataError(f"{input_uri}: no Parquet files (and no {MANIFEST_NAME}) found [empty_input]")
+    return InputFiles(list(inputs.files), inputs.expected)
 
 
 def check_file_schema(uri: str, arrow_schema: pa.Schema, schema: Schema) -> None:
-    """Every schema column is present with its contract type (or a list of the same values)."""
+    """Every schema column is present with its contract type (or a variable list of the same values)."""
     for spec in schema.features:
         index = arrow_schema.get_field_index(spec.column)
         if index < 0:
-            raise DataError(f"{uri}: column {spec.column!r} ({spec.name}) is missing")
+            raise DataError(f"{uri}: column {spec.column!r} ({spec.name}) is missing [missing_column]")
         actual = arrow_schema.field(index).type
-        if not _type_fits(actual, spec):
-            raise DataError(f"{uri}: column {spec.column!r} has type {actual}, schema {schema.name} expects {spec.arrow_type}")
+        if _type_fits(actual, spec):
+            continue
+        if pa.types.is_fixed_size_list(actual) and actual.value_type == spec.arrow_value_type:
+            raise DataError(f"{uri}: column {spec.column!r} has {actual.list_size} values per row, schema "
+                            f"{schema.name} says {spec.length} [wrong_list_length]")
+        raise DataError(f"{uri}: column {spec.column!r} has type {actual}, schema {schema.name} expects "
+                        f"{spec.arrow_type} [wrong_type]")
 
 
 def _type_fits(actual: pa.DataType, spec: FeatureSpec) -> bool:
@@ -73,19 +84,25 @@ def _type_fits(actual: pa.DataType, spec: FeatureSpec) -> bool:
     return (pa.types.is_list(actual) or pa.types.is_large_list(actual)) and actual.value_type == spec.arrow_value_type
 
 
-def file_rows(files: list[str], schema: Schema) -> list[int]:
-    """Row count of each file, from its footer; also checks the columns' types."""
+def file_rows(inputs: InputFiles, schema: Schema) -> list[int]:
+    """Row count of each file, from its footer; also checks the columns' types and the manifest's counts."""
     counts = []
-    for uri in files:
+    for uri in inputs.files:
         try:
             with storage.open_read(uri) as handle:
                 parquet = pq.ParquetFile(handle)
                 check_file_schema(uri, parquet.schema_arrow, schema)
                 counts.append(parquet.metadata.num_rows)
         except FileNotFoundError as exc:
-            raise StorageError(f"{uri}: input file not found") from exc
+            raise DataError(f"{uri}: listed input file not found [unreadable_file]") from exc
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{uri}: not a readable Parquet file ({exc})") from exc
+            raise DataError(f"{uri}: not a readable Parquet file ({exc}) [unreadable_file]") from exc
+        expected = inputs.expected.get(uri)
+        if expected is not None and (expected.records != counts[-1] or expected.bytes != storage.size(uri)):
+            raise DataError(f"{uri}: {counts[-1]} rows, {storage.size(uri)} bytes; {MANIFEST_NAME} says "
+                            f"{expected.records} rows, {expected.bytes} bytes [manifest_mismatch]")
+    if not sum(counts):
+        raise DataError(f"{inputs.files[0]}: {len(counts)} Parquet file(s) but no rows [empty_input]")
     return counts
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.common import storage
+from components.common import contract, storage
 from components.common.errors import DataError
 from components.common.manifest import ManifestFile
-from components.common.schema import FeatureSpec, Schema
+from components.common.schema import FeatureSpec, Role, Schema
 from components.convert.example_wire import ExampleEncoder
 from components.convert.packed_wire import PackedEncoder
 from components.convert.plan import FileSlice, ShardTask, eval_mask
@@ -27,6 +27,31 @@ from components.records.layout import EVAL_SPLIT, PACKED, SPLITS, TRAIN_SPLIT, R
 
 GZIP_WBITS = 31  # deflate with a gzip header whose mtime is 0: byte-identical output on rerun
 COMPRESS_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class NonFinite:
+    """NaN/inf counts per element of a continuous group, and the first offending row (for the message)."""
+
+    counts: np.ndarray
+    rows: int = 0
+    first: tuple[str, int] | None = None
+
+    def merge(self, other: NonFinite) -> None:
+        self.counts = self.counts + other.counts
+        self.rows += other.rows
+        self.first = self.first or other.first
+
+
+@dataclass(frozen=True)
+class ValueChecks:
+    """Which contract value rules this conversion enforces (components.common.contract)."""
+
+    enabled: bool = True  # False: `--skip-checks`, the data was validated already
+    severity: tuple[tuple[str, str], ...] = ()  # the validation config's overrides
+
+    def enforces(self, code: str) -> bool:
+        return self.enabled and contract.severity(code, dict(self.severity)) == contract.ERROR
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,7 @@ class ShardJob:
     batch_rows: int
     layout: RecordLayout = RecordLayout()  # segdense, or packed for one model's reads
     compression: str = "gzip"  # "gzip" or "none"
+    checks: ValueChecks = ValueChecks()
 
 
 @dataclass(frozen=True)
@@ -49,31 +75,42 @@ class ShardOutput:
     index: int
     rows: int
     files: dict[str, ManifestFile]  # split -> entry (path relative to the split directory)
+    non_finite: dict[str, NonFinite] = field(default_factory=dict)  # continuous column -> counts
 
 
-def column_values(batch: pa.RecordBatch, spec: FeatureSpec, uri: str, first_row: int) -> np.ndarray:
-    """A column as a [rows, length] numpy array; a null anywhere is a DataError naming the row."""
+def _null_code(spec: FeatureSpec) -> str:
+    return {Role.LABEL: "label_null", Role.ID: "invalid_id"}.get(spec.role, "missing_values")
+
+
+def column_values(batch: pa.RecordBatch, spec: FeatureSpec, uri: str, first_row: int,
+                  checks: ValueChecks = ValueChecks()) -> np.ndarray:
+    """A column as a [rows, length] numpy array; a contract breach is a DataError naming file, row, column and rule."""
     array = batch.column(spec.column)
     rows = len(array)
 
-    def fail(row: int, what: str) -> DataError:
-        return DataError(f"{uri}: row {first_row + row}: column {spec.column!r} {what}")
+    def fail(row: int, what: str, code: str) -> DataError:
+        return DataError(f"{uri}: row {first_row + row}: column {spec.column!r} {what} [{code}]")
 
     if array.null_count:
         row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise fail(row, "is null")
+        raise fail(row, "is null", _null_code(spec))
     if spec.is_scalar:
-        return array.to_numpy(zero_copy_only=False).reshape(rows, 1)
-    if not pa.types.is_fixed_size_list(array.type):
-        lengths = array.value_lengths().to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(lengths != spec.length)
-        if bad.size:
-            raise fail(int(bad[0]), f"has {lengths[bad[0]]} values, schema says {spec.length}")
-    values = array.flatten()
-    if values.null_count:
-        index = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-        raise fail(index // spec.length, f"has a null value at position {index % spec.length}")
-    return values.to_numpy(zero_copy_only=False).reshape(rows, spec.length)
+        values = array.to_numpy(zero_copy_only=False).reshape(rows, 1)
+    else:
+        if not pa.types.is_fixed_size_list(array.type):
+            lengths = array.value_lengths().to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(lengths != spec.length)
+            if bad.size:
+                raise fail(int(bad[0]), f"has {lengths[bad[0]]} values, schema says {spec.length}", "wrong_list_length")
+        flat = array.flatten()
+        if flat.null_count:
+            index = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+            raise fail(index // spec.length, f"has a null value at position {index % spec.length}", "missing_values")
+        values = flat.to_numpy(zero_copy_only=False).reshape(rows, spec.length)
+    for breach in (contract.domain_breach(spec, values), contract.finiteness_breach(spec, values)):
+        if breach is not None and checks.enforces(breach.code):
+            raise fail(int(breach.rows[0]), breach.what, breach.code)
+    return values
 
 
 def _iter_slice(piece: FileSlice, columns: list[str], batch_rows: int):
@@ -170,13 +207,18 @@ def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
     features = [s for s in schema.features if not packed or s.name in encoder.names or s is key_spec]
     columns = [spec.column for spec in features]
     rows_done = 0
+    continuous = [s for s in features if s.role == Role.CONTINUOUS] if job.checks.enforces("non_finite") else []
+    non_finite = {s.column: NonFinite(np.zeros(s.length, dtype=np.int64)) for s in continuous}
     with contextlib.ExitStack() as stack:
         writers = {split: _SplitWriter(stack, task.outputs[split], backend, job.compression_level) for split in SPLITS}
         for piece in task.slices:
             for first_row, batch in _iter_slice(piece, columns, job.batch_rows):
-                values = {spec.name: column_values(batch, spec, piece.uri, first_row) for spec in features}
+                values = {spec.name: column_values(batch, spec, piece.uri, first_row, job.checks)
+                          for spec in features}
                 if packed:
                     encoder.check_rows(values, piece.uri, first_row)
+                for spec in continuous:
+                    _count_non_finite(non_finite[spec.column], values[spec.name], piece.uri, first_row)
                 to_eval = eval_mask(values[key_spec.name].reshape(-1), job.eval_fraction)
                 for split, selected in ((TRAIN_SPLIT, ~to_eval), (EVAL_SPLIT, to_eval)):
                     count = int(selected.sum())
@@ -195,4 +237,14 @@ def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
             path=storage.basename(writer.uri), records=writer.records,
             bytes=writer.out.bytes_written, sha256=writer.out.sha256,
         )
-    return ShardOutput(task.index, rows_done, files)
+    return ShardOutput(task.index, rows_done, files, non_finite)
+
+
+def _count_non_finite(tally: NonFinite, values: np.ndarray, uri: str, first_row: int) -> None:
+    """Judged over the whole input at the end (a share, as validate judges it), before anything is published."""
+    counts = contract.non_finite_counts(values)
+    tally.rows += len(values)
+    if counts.any():
+        tally.counts += counts
+        if tally.first is None:
+            tally.first = (uri, first_row + int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0]))

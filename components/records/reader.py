@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from components.common import storage
+from components.common import contract, storage
 from components.common.errors import DataError, RecapError, SchemaError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import Manifest, read_manifest
@@ -70,6 +70,7 @@ class ReaderOptions:
     # What the model reads (training): only those features are parsed and handed over, and
     # a packed split must hold them. None (evaluation, tools): everything the split has.
     reads: ModelReads | None = None
+    check_values: bool = True  # the contract's cheap per-batch checks: labels in {0, 1}, finite embeddings
 
 
 def load_split_manifest(manifest_uri: str, schema: Schema,
@@ -123,6 +124,8 @@ class _Layout:
     def __init__(self, schema: Schema, stored: RecordLayout, reads: ModelReads | None = None,
                  fixed_offsets: bool = True) -> None:
         self.schema, self.stored = schema, stored
+        self.label_specs = [schema.task_label(task) for task in schema.tasks]
+        self.embedding_specs = {spec.name: spec for spec in schema.embeddings}
         self.continuous = schema.group(Role.CONTINUOUS).feature
         self.binary = schema.group(Role.BINARY).feature
         self.discrete = schema.group(Role.DISCRETE).feature
@@ -306,6 +309,8 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
             if not batches:
                 reuse_large_allocations()  # TensorFlow's generator dataset just reset them
             batch = layout.to_batch(parsed)
+            if options.check_values:
+                check_batch(batch, layout, provider)
             batches += 1
             throughput.add(batch.batch_size)
             now = time.perf_counter()
@@ -321,9 +326,59 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
             skipped_shards=len(provider.skipped)))
 
 
+def check_batch(batch: RecapBatch, layout: _Layout, provider: ShardProvider) -> None:
+    """The contract's cheap per-batch checks (components.common.contract): labels in {0, 1}, finite
+    embeddings; continuous NaN/inf are allowed (the model zeroes them). A breach names the shard,
+    the record in it and the column."""
+    checks = [(spec, batch.labels[:, index].numpy(), contract.domain_breach) for index, spec in
+              enumerate(layout.label_specs)]
+    checks += [(spec, batch.embeddings[name].numpy(), contract.finiteness_breach)
+               for name, spec in layout.embedding_specs.items()]
+    for spec, values, rule in checks:
+        breach = rule(spec, values)
+        if breach is not None:
+            row = int(breach.rows[0])
+            ids = batch.sparse_features.values().view(len(layout.id_features), -1)[:, row].tolist()
+            found = _locate(provider, layout, ids)
+            where = f"{found[0]}: record {found[1]}" if found else \
+                f"one of {', '.join(provider.current) or 'the shards read'} (row with IDs {ids})"
+            raise DataError(f"{where}: column {spec.column!r} (feature {spec.feature}) {breach.what} [{breach.code}]")
+
+
+def _locate(provider: ShardProvider, layout: _Layout, ids: list[int]) -> tuple[str, int] | None:
+    """(shard URI, record number) of the row with these IDs among the shards read lately.
+
+    Rows carry no shard tag through tf.data (tagging each record cost ~40% of read throughput),
+    so only this failure path reads the recent shards again to find the row.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    spec = {feature: layout.spec[feature] for feature in layout.id_features}
+    wanted = np.asarray(ids, dtype=np.int64)
+    for path, uri in provider.recent():
+        position = 0
+        for chunk in tf.data.TFRecordDataset(path, compression_type="GZIP").batch(4096):
+            parsed = tf.io.parse_example(chunk, spec)
+            stacked = np.concatenate([parsed[f].numpy().reshape(-1, 1) for f in layout.id_features], axis=1)
+            hit = np.flatnonzero((stacked == wanted).all(axis=1))
+            if len(hit):
+                return uri, position + int(hit[0])
+            position += len(stacked)
+    return None
+
+
 def _read_error(provider: ShardProvider, exc: Any) -> RecapError:
-    """The provider's own error (it names the shard), else TF's, naming the group being read."""
+    """The provider's own error (it names the shard), else the damaged shard of the group being read.
+
+    TF reads a group's shards in parallel and its error does not say which one failed; the shards
+    are read again one at a time (only on this failure path) to name it.
+    """
     if isinstance(provider.error, RecapError):
         return provider.error
+    damaged = provider.find_unreadable()
+    if damaged is not None:
+        uri, message = damaged
+        return DataError(f"{uri}: cannot read TFRecord shard: {message}")
     shards = ", ".join(provider.current) or "<no shard opened yet>"
     return DataError(f"{shards}: cannot read TFRecord shard: {exc.message}")

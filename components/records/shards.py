@@ -196,6 +196,8 @@ class ShardProvider:
         self.skipped: list[str] = []
         self.error: BaseException | None = None
         self.current: tuple[str, ...] = ()
+        self.current_paths: tuple[str, ...] = ()  # the local copies of `current`, still on disk
+        self._previous: tuple[tuple[str, str], ...] = ()  # (path, URI) of the group before (prefetched batches)
         self._kept = verified  # set: downloads are kept in it for the next read, never evicted
         self._checked = verified or VerifiedShards(cache_dir)  # else: this read's own, closed with it
         self._cache_dir = self._checked.directory
@@ -303,12 +305,31 @@ class ShardProvider:
                 self._evict(self._cached)
                 if self._kept is None:
                     self._cached = [p.decode() for p, u in zip(paths, uris, strict=True) if storage.is_gcs(u)]
+                self._previous = tuple(zip(self.current_paths, self.current, strict=True))
                 self.current = tuple(uris)
+                self.current_paths = tuple(p.decode() for p in paths)
                 if paths:
                     yield paths, offsets
         except Exception as exc:  # kept for the consumer: TF's wrapping loses the type
             self.error = exc
             raise
+
+    def recent(self) -> list[tuple[str, str]]:
+        """(local path, URI) of the shards of this group and the one before that are still on disk."""
+        pairs = [*zip(self.current_paths, self.current, strict=True), *self._previous]
+        return [(path, uri) for path, uri in pairs if os.path.exists(path)]
+
+    def find_unreadable(self) -> tuple[str, str] | None:
+        """(URI, TF's message) of the first shard of the current group that cannot be read through."""
+        import tensorflow as tf
+
+        for path, uri in zip(self.current_paths, self.current, strict=True):
+            try:
+                for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+                    pass
+            except tf.errors.OpError as exc:
+                return uri, exc.message
+        return None
 
     def _evict(self, paths: list[str]) -> None:
         for path in paths:

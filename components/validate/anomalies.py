@@ -9,26 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ERROR, WARNING = "error", "warning"
+from components.common.contract import ERROR, RULES, WARNING
+from components.common.contract import severity as contract_severity
 
-# code -> (default severity, what it means)
+# code -> (default severity, what it means). The data contract's rules come from
+# components.common.contract (shared with convert and the reader); the rest are validate's own.
 CODES: dict[str, tuple[str, str]] = {
-    "empty_input": (ERROR, "no Parquet file, or no rows in any file"),
+    **{code: (rule.severity, rule.meaning) for code, rule in RULES.items()},
     "not_parquet": (WARNING, "a file under the input prefix is not Parquet and was skipped"),
-    "unreadable_file": (ERROR, "a file could not be read as Parquet (corrupt, truncated, missing)"),
     "unlisted_file": (WARNING, "a Parquet file under the prefix is not listed in _MANIFEST.json and was skipped"),
-    "manifest_mismatch": (ERROR, "a file's row count or size differs from _MANIFEST.json (changed after publication)"),
-    "missing_column": (ERROR, "a schema column is absent from a file"),
     "unexpected_column": (WARNING, "a file has a column the schema does not know"),
-    "wrong_type": (ERROR, "a column's Arrow type differs from the schema's"),
     "variable_size_list": (WARNING, "a list column is variable-size; the contract says fixed_size_list"),
-    "wrong_list_length": (ERROR, "list values per row differ from the schema length"),
-    "missing_values": (WARNING, "null rows or null list elements in a feature group"),
-    "non_finite": (ERROR, "share of NaN/inf in a float element above the threshold"),
-    "binary_out_of_range": (ERROR, "a binary feature value outside {0, 1}"),
-    "label_not_binary": (ERROR, "a label value outside {0, 1}"),
-    "label_null": (ERROR, "a null label"),
-    "invalid_id": (ERROR, "a negative or null ID"),
     "constant_column": (WARNING, "a column (or list element) has one value in every row"),
     "positive_rate_out_of_bounds": (ERROR, "a label's positive rate is outside the configured bounds"),
     "drift_categorical": (ERROR, "L-infinity distance to the reference distribution above the threshold"),
@@ -100,7 +91,7 @@ class Findings:
 
 def make(code: str, column: str | None, count: int, message: str, severity_overrides: dict[str, str],
          examples: list[dict[str, Any]] | tuple = (), details: dict[str, Any] | None = None) -> Anomaly:
-    severity = severity_overrides.get(code, CODES[code][0])
+    severity = contract_severity(code, severity_overrides) if code in RULES else severity_overrides.get(code, CODES[code][0])
     return Anomaly(code=code, severity=severity, column=column, count=int(count), message=message,
                    examples=tuple(examples), details=dict(details or {}))
 

@@ -24,6 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "severity and meaning, then exit")
 
 
+def failure_line(result) -> str:
+    """One line: how many errors, their codes, and where the first one is (file, row, column)."""
+    errors = result.errors
+    named = ", ".join(f"{a.code}({a.column})" if a.column else a.code for a in errors)
+    first = errors[0]
+    example = first.examples[0] if first.examples else {}
+    where = ": ".join(part for part in (
+        example.get("file"), f"row {example['row']}" if "row" in example else None,
+        f"column {first.column!r}" if first.column else None) if part)
+    return (f"{len(errors)} error anomalies: {named}; first: {where + ': ' if where else ''}{first.code}; "
+            f"see {result.anomalies_uri}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list_codes:
         width = max(len(code) for code in CODES)
@@ -37,6 +50,5 @@ def run(args: argparse.Namespace) -> int:
                       reference_stats_uri=args.reference_stats)
     print(f"report: {result.report_uri}")
     if result.has_errors:
-        named = ", ".join(f"{a.code}({a.column})" if a.column else a.code for a in result.errors)
-        raise CheckFailed(f"{len(result.errors)} error anomalies: {named}; see {result.anomalies_uri}")
+        raise CheckFailed(failure_line(result))
     return 0

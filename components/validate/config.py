@@ -74,6 +74,12 @@ class ValidationConfig(StrictModel):
         unknown = sorted(set(value) - set(CODES))
         if unknown:
             raise ValueError(f"unknown anomaly code(s) {', '.join(unknown)}; known: {', '.join(sorted(CODES))}")
+        from components.common.contract import RULES
+
+        lowered = sorted(c for c, s in value.items() if c in RULES and RULES[c].structural and s != RULES[c].severity)
+        if lowered:
+            raise ValueError(f"{', '.join(lowered)}: structural contract rule(s) stay errors (convert cannot "
+                             "encode such data)")
         return value
 
     def rows_per_batch(self, row_bytes: int) -> int:

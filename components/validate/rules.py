@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from components.common.contract import allowed_non_finite_share
 from components.validate.anomalies import Anomaly, Findings, make
 from components.validate.config import ValidationConfig
 
@@ -41,12 +42,13 @@ def non_finite_rule(column: str, stats: dict[str, Any], config: ValidationConfig
     count = np.asarray(e["count"], dtype=np.float64)
     bad = np.asarray(e["nan"]) + np.asarray(e["posinf"]) + np.asarray(e["neginf"])
     share = np.where(count > 0, bad / np.maximum(count, 1), 0.0)
-    flagged = np.flatnonzero(share > config.max_non_finite_share)
+    allowed = allowed_non_finite_share(stats["role"], config.max_non_finite_share)
+    flagged = np.flatnonzero(share > allowed)
     if not len(flagged):
         return []
     worst = _elements(flagged, share)
     message = (f"column {column}: {len(flagged)} element(s) with NaN/inf share above "
-               f"{config.max_non_finite_share:g} (worst: element {worst[0]} at {share[worst[0]]:.2%})")
+               f"{allowed:g} (worst: element {worst[0]} at {share[worst[0]]:.2%})")
     return [make("non_finite", column, int(bad[flagged].sum()), message, config.severity,
                  findings.samples.get(("non_finite", column), []),
                  {"elements": worst, "shares": [round(float(share[i]), 6) for i in worst],

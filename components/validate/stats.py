@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from components.common.contract import domain_breach
 from components.common.schema import FeatureSpec, Role
 from components.validate import histogram as H
 from components.validate.anomalies import Findings
@@ -168,12 +169,10 @@ class BinaryGroupStats:
         if not len(x):
             return
         self.rows += x.shape[0]
-        bad = (x != 0) & (x != 1) if x.dtype != np.int8 else x.view(np.uint8) > 1
-        if bad.any():
-            self.invalid += bad.sum(axis=0)
-            rows = np.flatnonzero(bad.any(axis=1))
-            where.findings.add("binary_out_of_range", self.spec.column, int(bad.sum()), where.file,
-                               where.rows(rows))
+        breach = domain_breach(self.spec, x)
+        if breach is not None:
+            self.invalid += ((x != 0) & (x != 1)).sum(axis=0)
+            where.findings.add(breach.code, self.spec.column, breach.count, where.file, where.rows(breach.rows))
             self.ones += (x == 1).sum(axis=0)
         else:
             self.ones += x.sum(axis=0, dtype=np.int64)
@@ -259,11 +258,11 @@ class IdStats:
         if not len(x):
             return
         self.rows += len(x)
-        negative = np.flatnonzero(x < 0)
-        if len(negative):
-            self.negative += len(negative)
-            where.findings.add("invalid_id", self.spec.column, len(negative), where.file,
-                               where.rows(negative), reason="negative")
+        breach = domain_breach(self.spec, x)
+        if breach is not None:
+            self.negative += breach.count
+            where.findings.add(breach.code, self.spec.column, breach.count, where.file,
+                               where.rows(breach.rows), reason="negative")
         low, high = int(x.min()), int(x.max())
         self.min = low if self.min is None else min(self.min, low)
         self.max = high if self.max is None else max(self.max, high)
@@ -304,13 +303,13 @@ class LabelStats:
         zeros = int(np.count_nonzero(x == 0))
         self.ones += ones
         self.zeros += zeros
-        if ones + zeros < len(x):
-            bad = np.flatnonzero((x != 0) & (x != 1))
-            self.other += len(bad)
-            values = np.unique(x[bad])[:5].tolist()
+        breach = domain_breach(self.spec, x) if ones + zeros < len(x) else None
+        if breach is not None:
+            self.other += breach.count
+            values = np.unique(x[breach.rows])[:5].tolist()
             self.other_values.update(values[: max(0, 5 - len(self.other_values))])
-            where.findings.add("label_not_binary", self.spec.column, len(bad), where.file,
-                               where.rows(bad),
+            where.findings.add(breach.code, self.spec.column, breach.count, where.file,
+                               where.rows(breach.rows),
                                summary={"values": sorted(self.other_values)})
 
     def to_json(self) -> dict[str, Any]:

@@ -93,3 +93,29 @@ def test_usage_error_exits_2() -> None:
     result = run("no-such-step")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_shows_only_at_debug(monkeypatch, capsys):
+    """A bug (not one of our domain errors) prints one line with exit 1; --log-level DEBUG re-raises it."""
+    import logging
+
+    import components.convert.cli as convert_cli
+    from components.cli import main
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(convert_cli, "run", broken)
+    root = logging.getLogger()
+    try:
+        assert main(["convert", "--input", "x", "--out", "y"]) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == ("recap convert: error: unexpected ZeroDivisionError: division by "
+                                                "zero (--log-level DEBUG shows the traceback)")
+        assert "Traceback" not in err
+        with pytest.raises(ZeroDivisionError):
+            main(["convert", "--input", "x", "--out", "y", "--log-level", "DEBUG"])
+    finally:
+        for handler in [h for h in root.handlers if getattr(h, "_recap", False)]:
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)

@@ -135,3 +135,25 @@ def test_no_issue_numbers_no_outside_files_no_history():
 def test_the_trainer_flag_table_is_the_declared_one():
     table = re.findall(r"^\| `--([a-z_]+)` \| `([a-z_.]+)` \|$", DOCS["steps.md"], flags=re.M)
     assert table == [(flag.name, flag.config_field) for flag in OVERRIDES]
+
+
+def test_the_bad_data_table_says_what_the_corpus_shows():
+    """Each rule code in the README's "When the data is bad" table has the exit code the bad-input
+    corpus (tests/common/test_contract_corpus.py, which runs validate and convert) asserts for it."""
+    import re
+
+    from components.common.contract import RULES
+    from tests.common.test_contract_corpus import CASES
+
+    text = README.split("## When the data is bad", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| Cause")]
+    table: dict[str, int] = {}
+    for row in rows:
+        exit_code = int(row.split("|")[2])
+        for code in re.findall(r"\[(\w+)\]", row):
+            table[code] = exit_code
+    assert set(table) >= set(RULES), sorted(set(RULES) - set(table))
+    for case in CASES:
+        if case.code is not None:
+            assert table[case.code] == case.exit_code, case.name
+    assert "| input path does not exist | 2 |" in text and any(c.exit_code == 2 for c in CASES)

@@ -89,8 +89,7 @@ def test_parameters_people_change_in_the_ui(compiled):
 def test_retries_caching_and_resources(compiled):
     spec = _parse(compiled[1][0])
     tasks = _tasks(spec)
-    for io_step in ("validate", "convert", "evaluate", "push"):
-        assert tasks[io_step].retry_policy.max_retry_count >= 2, io_step
+    assert tasks["push"].retry_policy.max_retry_count >= 2
     assert tasks["train"].retry_policy.max_retry_count == 0  # the PyTorchJob's backoffLimit retries instead
     for cached in ("validate", "convert"):
         assert tasks[cached].caching_options.enable_cache
@@ -147,3 +146,15 @@ def test_compile_from_the_command_line(tool, tmp_path):
     if tool == "recap":
         default = spec.root.input_definitions.parameters["launch_image"].default_value.string_value
         assert default.endswith("/recap-launch:9.9.9")
+
+
+def test_data_steps_carry_no_kfp_retry_so_a_data_error_fails_the_run_at_once(compiled):
+    """KFP's retry policy has no condition (it repeats every failure alike): a data step with one
+    would redo a failing conversion after 30 s and 60 s. Their transient faults are retried in the
+    step process instead (test_runtime), API-only steps keep KFP retries."""
+    from pipeline.dag import DATA_STEPS
+
+    tasks = _tasks(_parse(compiled[1][0]))
+    for step in DATA_STEPS:
+        assert not tasks[step].HasField("retry_policy"), step
+    assert tasks["delete-training-job"].retry_policy.max_retry_count >= 1

@@ -44,6 +44,37 @@ def test_corrupted_raw_data_stops_at_validation_and_publishes_nothing(tmp_path, 
     assert run["model_uri"] is None and run["blessed"] is None and run["serving_model_uri"] is None
 
 
+def test_summary_of_a_failed_run_names_the_step_its_reason_and_its_log(tmp_path, capsys):
+    """Labels 0..9: the run stops at the validation gate within seconds (no KFP retry), and
+    `--summary` says where: file, row, column, and the step's log."""
+    import re
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / "raw"
+    generate("local", str(raw), rows=400, files=1, seed=2)
+    part = next(raw.glob("*.parquet"))
+    table = pq.read_table(part)
+    index = table.schema.get_field_index("is_bookmarked")
+    table = table.set_column(index, table.schema.field(index), pa.array(np.arange(len(table)) % 10, table.schema.field(index).type))
+    pq.write_table(table, part)
+    (raw / "_MANIFEST.json").unlink()
+
+    code = main(["pipeline", "run", "--raw", str(raw), "--root", str(tmp_path / "root"), "--summary"])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"failed step: +validation-gate\n", out), out
+    reason = re.search(r"reason: +(.+)\n", out).group(1)
+    assert re.search(rf"first: label_not_binary at {re.escape(str(part))} row 2 column 'is_bookmarked'", reason), out
+    log = re.search(r"step log: +(\S+)", out).group(1)
+    assert reason in storage.read_text(log)
+    seconds = float(re.search(r"run FAILED at .* in (\d+) s", out).group(1))
+    assert seconds < 60  # one pass through validate and the gate, no retries (~6 s on an idle machine)
+
+
 def test_full_dag_on_gcs_ends_with_a_blessed_pushed_model(gcs_bucket, tmp_path):
     raw = f"{gcs_bucket}/raw"
     generate("local", raw, rows=20000, files=2, seed=0)

@@ -87,10 +87,51 @@ def test_kfp_metrics_and_classification_artifacts():
 
 def test_anomaly_summary_names_codes_and_columns():
     class A:
-        def __init__(self, code, column, message):
-            self.code, self.column, self.message = code, column, message
+        def __init__(self, code, column, message, examples=()):
+            self.code, self.column, self.message, self.examples = code, column, message, examples
 
     assert runtime.anomaly_summary([], "gs://b/raw") == "ok"
     text = runtime.anomaly_summary([A("unreadable_file", None, "part-0 truncated")] * 25, "gs://b/raw")
-    assert text.startswith("25 validation error(s) in gs://b/raw:") and "unreadable_file -: part-0 truncated" in text
-    assert text.endswith("... and 5 more")
+    assert text.startswith("25 validation error(s) in gs://b/raw; first: unreadable_file (part-0 truncated)\n")
+    assert "unreadable_file -: part-0 truncated" in text and text.endswith("... and 5 more")
+    labels = A("label_not_binary", "is_clicked", "a label value outside {0, 1}",
+               ({"file": "gs://b/raw/p-1.parquet", "row": 2},))
+    assert runtime.anomaly_summary([labels], "gs://b/raw").splitlines()[0] == (
+        "1 validation error(s) in gs://b/raw; first: label_not_binary at gs://b/raw/p-1.parquet row 2 "
+        "column 'is_clicked' (a label value outside {0, 1})")
+
+
+def test_retry_transient_repeats_only_an_outage_and_fails_a_data_error_at_once(monkeypatch):
+    from components.common.errors import DataError, StorageUnavailable
+
+    monkeypatch.setenv(runtime.STEP_BACKOFF_ENV, "0")
+    calls = []
+
+    def outage_then_ok():
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageUnavailable("gs://b/x: gave up after 10 attempts: 503")
+        return "done"
+
+    assert runtime.retry_transient(outage_then_ok, "convert") == "done" and len(calls) == 2
+
+    calls.clear()
+
+    def bad_data():
+        calls.append(1)
+        raise DataError("raw/part-0.parquet: row 3: column 'label' has value 7 [label_not_binary]")
+
+    with pytest.raises(DataError):
+        runtime.retry_transient(bad_data, "convert")
+    assert len(calls) == 1
+
+    calls.clear()
+    monkeypatch.setenv(runtime.STEP_ATTEMPTS_ENV, "2")
+
+    def always_down():
+        calls.append(1)
+        raise StorageUnavailable("gs://b/x: gave up")
+
+    with pytest.raises(StorageUnavailable):
+        runtime.retry_transient(always_down, "convert")
+    assert len(calls) == 2

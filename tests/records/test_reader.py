@@ -237,3 +237,70 @@ def test_throughput_is_logged_machine_readably(dataset, caplog, monkeypatch):
     periodic = [line for line in lines if line.startswith("reader rank=0 batch=")]
     assert len(periodic) == len(batches) and periodic[0].startswith("reader rank=0 batch=2 rows=40 rows_per_s=")
     assert lines[-1].startswith(f"reader done rank=0 batches={len(batches)} ")
+
+
+def test_a_shard_damaged_with_its_manifest_entry_is_named_alone(damaged):
+    """The manifest was rewritten to match the damaged bytes: only decoding finds it, and the
+    error names that one shard, not every shard TF was reading in parallel."""
+    split, manifest = damaged
+    victim = split / manifest.files[2].path
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2 :] = b"\x00" * (len(data) - len(data) // 2)
+    victim.write_bytes(bytes(data))
+    entries = [ManifestFile(f.path, f.records, len(data), hashlib.sha256(data).hexdigest()) if i == 2 else f
+               for i, f in enumerate(manifest.files)]
+    write_manifest(str(split), "tfrecord", SCHEMA.hash, entries)
+    with pytest.raises(DataError) as caught:
+        list(read_batches(str(split), SCHEMA, ReaderOptions(batch_size=16, shuffle=False, num_parallel_reads=4)))
+    message = str(caught.value)
+    assert message.startswith(f"{victim}: cannot read TFRecord shard")
+    assert [f.path for f in manifest.files if f.path in message] == [manifest.files[2].path]
+
+
+def _converted_unchecked(tmp_path, change) -> Path:
+    """Raw rows broken by `change`, converted with the value checks off (`recap convert --skip-checks`)."""
+    from tests.convert.rawdata import write_raw as write
+
+    raw = tmp_path / "raw"
+    write(SCHEMA, str(raw), rows=120, files=1)
+    import pyarrow.parquet as pq
+
+    path = next(raw.glob("*.parquet"))
+    table = change(pq.read_table(path))
+    pq.write_table(table, path)
+    (raw / "_MANIFEST.json").unlink()
+    run(str(raw), SCHEMA, str(tmp_path / "out"), ConvertSettings(shards=3, workers=1, eval_fraction=0.0,
+                                                                 check_values=False))
+    return tmp_path / "out" / "train"
+
+
+def test_labels_outside_0_1_fail_the_read_naming_shard_record_and_column(tmp_path):
+    import pyarrow as pa
+
+    label = SCHEMA.task_label(SCHEMA.tasks[0])
+
+    def labels_0_to_9(table):
+        return table.set_column(table.schema.get_field_index(label.column), label.column,
+                                pa.array(np.arange(len(table)) % 10, type=label.arrow_type))
+
+    split = _converted_unchecked(tmp_path, labels_0_to_9)
+    with pytest.raises(DataError, match=rf"part-\d+\S*: record \d+: column '{label.column}' \(feature "
+                                        rf"{label.feature}\) has value \d\.0 \(labels are 0 or 1\) \[label_not_binary\]"):
+        list(read_batches(str(split), SCHEMA, ReaderOptions(batch_size=16)))
+
+
+def test_a_non_finite_embedding_fails_the_read_naming_shard_record_and_column(tmp_path):
+    import pyarrow as pa
+
+    spec = SCHEMA.embeddings[0]
+
+    def inf_row_7(table):
+        values = table.column(spec.column).combine_chunks().flatten().to_numpy(zero_copy_only=False).copy()
+        values[7 * spec.length + 3] = np.inf
+        array = pa.FixedSizeListArray.from_arrays(pa.array(values, type=spec.arrow_value_type), spec.length)
+        return table.set_column(table.schema.get_field_index(spec.column), spec.column, array)
+
+    split = _converted_unchecked(tmp_path, inf_row_7)
+    with pytest.raises(DataError, match=rf"part-00000\S*: record 7: column '{spec.column}' .*inf at element 3 "
+                                        rf".*\[non_finite\]"):
+        list(read_batches(str(split), SCHEMA, ReaderOptions(batch_size=16, shuffle=False)))

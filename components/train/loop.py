@@ -182,7 +182,8 @@ def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debu
     copies = []
     if _use_bf16_weight_copies(config, env, debug_loop):
         copies = use_bf16_weight_copies(model)  # before DDP wraps the model: the masters leave it
-    dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed)
+    dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed,
+                            batch_size=config.train_data.rank_batch_size(env.world_size, "train_data"))
     if env.is_chief:
         log.info("sharding plan (world_size=%d):\n%s", env.world_size, plan)
         if copies:
@@ -216,16 +217,16 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
              pos_weight: torch.Tensor, tasks: list[str]) -> tuple[dict[str, float], dict[str, float]]:
     """Mean per-task loss and per-task AUROC over the first `num_steps` batches of the validation data (all ranks)."""
     dmp.eval()
-    total = torch.zeros(len(tasks))
+    total = torch.zeros(len(tasks), device=pos_weight.device)  # copied to the host once, at the end
     auroc = TaskAUROC(tasks)
     batches = open_source(source, 0, "validation_data")
     try:
         with torch.no_grad(), _autocast(config, env):
             for index in range(num_steps):
                 (batch,) = next_batches(batches, 1, "validation_data", index, "training.num_eval_steps")
-                batch = batch.to(env.device)
+                batch = batch.to(env.device, non_blocking=True)
                 out = dmp(batch)
-                total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].cpu()
+                total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].float()
                 auroc.update(out["probabilities"].detach().cpu(), batch.labels.cpu())
     finally:
         close = getattr(batches, "close", None)
@@ -244,7 +245,8 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     formats = numerics.configure(training, env.device)
     if env.is_chief:
         log.info("number formats on %s: %s", env.device.type, format_metrics(**formats))
-    reuse_large_allocations()
+    if env.device.type == "cpu":  # tuned for CPU gradient buffers; on a GPU only host batches would see it
+        reuse_large_allocations()
     model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
     export_group = export_wait_group(env)
     pos_weight = torch.tensor([(config.model.tasks.get(t).pos_weight if t in config.model.tasks else 1.0)

@@ -59,8 +59,12 @@ def move_unsharded(module: nn.Module, device: torch.device) -> None:
 
 
 def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                env: DistEnv, seed: int) -> tuple[nn.Module, str]:
-    """Wrap `model` (embedding tables on the meta device) in DMP; returns (dmp, plan as text)."""
+                env: DistEnv, seed: int, batch_size: int | None = None) -> tuple[nn.Module, str]:
+    """Wrap `model` (embedding tables on the meta device) in DMP; returns (dmp, plan as text).
+
+    The planner is told the per-rank batch and, on a GPU, its real memory (it otherwise assumes
+    512 rows and 32 GB).
+    """
     from torchrec.distributed import DistributedModelParallel
     from torchrec.distributed.embedding_types import EmbeddingComputeKernel
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
@@ -85,9 +89,10 @@ def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config:
             sharding_types=allowed, compute_kernels=[EmbeddingComputeKernel.FUSED.value])
         for t in model_config.sparse.tables
     }
+    hbm = torch.cuda.get_device_properties(env.device).total_memory if env.device.type == "cuda" else None
     topology = Topology(world_size=env.world_size, compute_device=env.device.type,
-                        local_world_size=env.local_world_size)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+                        local_world_size=env.local_world_size, hbm_cap=hbm)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, batch_size=batch_size)
     plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=[sharder],
                                    data_parallel_wrapper=_DataParallelAcrossRanks())

@@ -61,3 +61,25 @@ def test_exit_handler_deletes_the_job_the_train_step_created(ops, tmp_path, monk
         assert fake.calls[-1] == ("DELETE", f"{JOBS}/{name}") and fake.jobs == {}
         ops.delete_training_job.python_func(run_id="0b6f7c1e-run", namespace="team-a", backend="local")
         assert len(fake.calls) == 2  # the local backend has no job to delete
+
+
+def test_train_step_refuses_too_few_shards_before_creating_a_job(ops, tmp_path, monkeypatch):
+    """convert's shard counts travel in the artifact's metadata; a job that could not start is never created."""
+    from components.common.errors import ConfigError
+
+    with FakeKubernetes(scenario=SUCCEEDS, namespace="team-a") as fake:
+        monkeypatch.setenv("KUBECONFIG", fake.kubeconfig(tmp_path / "kc"))
+        tfrecords = dsl.Dataset(name="tfrecords", uri=str(tmp_path / "convert/tfrecords"),
+                                metadata={"data_uri": "gs://bucket/recap/convert-1/tfrecords", "train_shards": 4,
+                                          "eval_shards": 4})
+        model = dsl.Model(name="model", uri=str(tmp_path / "train/model"), metadata={})
+        with pytest.raises(ConfigError, match=r"on 16 ranks \(2 node\(s\) x 8 process\(es\)\): the train_data split "
+                                              r"has 4 shard\(s\)"):
+            ops.train.python_func(
+                tfrecords=tfrecords, train_config="configs/prod.yaml", data_root="gs://bucket/recap",
+                backend="kubernetes", run_id="0b6f7c1e-run", train_image="r.example/recap-train:1",
+                namespace="team-a", num_workers=2, procs_per_worker=0, gpus_per_worker=8, cpu_per_worker="",
+                memory_per_worker="", num_train_steps=0, timeout_s=60, gcs_secret="", service_account="recap-trainer",
+                model=model, poll_interval_s=0.05,
+            )
+        assert fake.created == []

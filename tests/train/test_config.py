@@ -23,6 +23,8 @@ def test_prod_config_has_the_originals_shapes():
     assert config.model.tower.layer_sizes == [256, 128, 1]
     assert (config.model.featurization.continuous_truncation, config.model.featurization.binary_truncation) == (2117, 59)
     assert config.optimizer.adam.beta_1 == 0.95 and config.optimizer.adam.epsilon == 1e-7
+    assert config.model.sparse.sharding_types == ["table_wise"]  # a plan CPU runs test, also on GPUs
+    assert config.train_data.global_batch(8) == 8 * config.train_data.rank_batch_size(8, "train_data") == 8 * 1024
 
 
 def test_local_config_loads_and_cli_overrides_apply(tmp_path):

@@ -224,6 +224,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
     from components.common.schema import load_schema
     from components.convert import ConvertSettings
     from components.convert import run as convert
+    from components.convert.plan import eval_mask
     from components.datagen import generate
     from components.datagen.eval_oracle import EvalProtocol, eval_oracle
 
@@ -237,7 +238,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
         convert(raw, schema, data, ConvertSettings(split_key=args.split_key, eval_fraction=args.eval_fraction,
                                                    workers=2))
     convert_s = time.perf_counter() - started
-    oracle = eval_oracle(raw, schema, EvalProtocol(args.split_key, args.eval_fraction))
+    oracle = eval_oracle(raw, schema, EvalProtocol(args.split_key, args.eval_fraction), eval_mask)
     steps = args.steps or steps_for(args.config, args.rows, args.epochs, args.eval_fraction)
     if not steps:
         from components.train.config import load_train_config

@@ -3,7 +3,8 @@
 Per seed, on rows from the project's generator (local schema):
 1. generate `--rows` rows, convert them with the split under test (`--split-key`, 10% eval),
 2. the Heavy Ranker: `recap train` with `--config` (the bundled configs/local.yaml by default)
-   for `--epochs` passes over the training split, then `components.evaluate.run`,
+   for `--epochs` passes over the training split (default one, as configs/local.yaml does at
+   `make run`'s 200k rows; the cosine schedule is stretched to match), then `components.evaluate.run`,
 3. logistic regression (standardized features, no IDs) and LightGBM (one binary model per task,
    train-only out-of-fold target encodings of user and author, early stopping on a validation
    part carved from the training rows by the same split key), on the same features the ranker
@@ -280,7 +281,7 @@ def markdown(seeds: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = ["## Model quality",
              "",
              f"`python -m benchmarks.bench_quality --rows {args.rows} --seeds {' '.join(map(str, args.seeds))} "
-             f"--split-key {args.split_key}`: local schema, {args.rows:,} generated rows per seed, "
+             f"--split-key {args.split_key} --epochs {args.epochs:g}`: local schema, {args.rows:,} generated rows per seed, "
              f"{int(args.eval_fraction * 100)}% eval by a hash of `{args.split_key}`; all models scored on the same eval "
              f"rows with the same metric core. Means over tasks with >= {MIN_POSITIVES} eval positives; lifts are "
              "(AUROC-0.5)/(oracle-0.5) and RCE/oracle RCE, the oracle being the best prediction under this protocol "
@@ -325,7 +326,8 @@ def main() -> None:
     parser.add_argument("--split-key", default="user_id", help="convert's split key: user_id (cold start), tweet_id")
     parser.add_argument("--eval-fraction", type=float, default=0.1)
     parser.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"), help="trainer YAML")
-    parser.add_argument("--epochs", type=float, default=0.0, help="ranker steps as passes over train (0: the config's)")
+    parser.add_argument("--epochs", type=float, default=1.0,
+                        help="ranker steps as passes over the training split (0: the config's num_train_steps)")
     parser.add_argument("--steps", type=int, default=0, help="ranker steps (overrides --epochs)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--workdir", default="", help="keep data and models here and reuse the data (default: a temp dir)")

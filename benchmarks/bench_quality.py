@@ -145,7 +145,7 @@ def run_lightgbm(raw: str, split_key: str, eval_fraction: float) -> dict[str, An
         y = data["y"][:, index]
         params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 200,
                   "max_bin": 63, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                  "lambda_l2": 1.0, "num_threads": 2, "verbose": -1, "seed": index}
+                  "lambda_l2": 1.0, "num_threads": 1, "verbose": -1, "seed": index}  # one thread, as the ranker trains
         booster = lgb.train(params, lgb.Dataset(x[fit], y[fit]), num_boost_round=1000,
                             valid_sets=[lgb.Dataset(x[valid], y[valid])],
                             callbacks=[lgb.early_stopping(30, verbose=False)])
@@ -191,7 +191,9 @@ def child(args: argparse.Namespace) -> None:
     else:
         metrics = run_lightgbm(args.raw, args.split_key, args.eval_fraction)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"metrics": metrics, "seconds": time.perf_counter() - started, "peak_rss_mb": peak / 1024}))
+    result = json.dumps({"metrics": metrics, "seconds": time.perf_counter() - started, "peak_rss_mb": peak / 1024})
+    Path(args.work, "result.json").write_text(result)  # kept with the model's work directory
+    print(result)
 
 
 # --------------------------------------------------------------------------- one seed, tables

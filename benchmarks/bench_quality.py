@@ -3,7 +3,8 @@
 Per seed, on rows from the project's generator (local schema):
 1. generate `--rows` rows, convert them with the split under test (`--split-key`, 10% eval),
 2. the Heavy Ranker: `recap train` with `--config` (the bundled configs/local.yaml by default)
-   for `--epochs` passes over the training split, then `components.evaluate.run`,
+   for `--epochs` passes over the training split (default one, as configs/local.yaml does at
+   `make run`'s 200k rows; the cosine schedule is stretched to match), then `components.evaluate.run`,
 3. logistic regression (standardized features, no IDs) and LightGBM (one binary model per task,
    train-only out-of-fold target encodings of user and author, early stopping on a validation
    part carved from the training rows by the same split key), on the same features the ranker
@@ -144,7 +145,7 @@ def run_lightgbm(raw: str, split_key: str, eval_fraction: float) -> dict[str, An
         y = data["y"][:, index]
         params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 200,
                   "max_bin": 63, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-                  "lambda_l2": 1.0, "num_threads": 2, "verbose": -1, "seed": index}
+                  "lambda_l2": 1.0, "num_threads": 1, "verbose": -1, "seed": index}  # one thread, as the ranker trains
         booster = lgb.train(params, lgb.Dataset(x[fit], y[fit]), num_boost_round=1000,
                             valid_sets=[lgb.Dataset(x[valid], y[valid])],
                             callbacks=[lgb.early_stopping(30, verbose=False)])
@@ -190,7 +191,9 @@ def child(args: argparse.Namespace) -> None:
     else:
         metrics = run_lightgbm(args.raw, args.split_key, args.eval_fraction)
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"metrics": metrics, "seconds": time.perf_counter() - started, "peak_rss_mb": peak / 1024}))
+    result = json.dumps({"metrics": metrics, "seconds": time.perf_counter() - started, "peak_rss_mb": peak / 1024})
+    Path(args.work, "result.json").write_text(result)  # kept with the model's work directory
+    print(result)
 
 
 # --------------------------------------------------------------------------- one seed, tables
@@ -224,6 +227,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
     from components.common.schema import load_schema
     from components.convert import ConvertSettings
     from components.convert import run as convert
+    from components.convert.plan import eval_mask
     from components.datagen import generate
     from components.datagen.eval_oracle import EvalProtocol, eval_oracle
 
@@ -237,7 +241,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: str) -> dict[str, Any]:
         convert(raw, schema, data, ConvertSettings(split_key=args.split_key, eval_fraction=args.eval_fraction,
                                                    workers=2))
     convert_s = time.perf_counter() - started
-    oracle = eval_oracle(raw, schema, EvalProtocol(args.split_key, args.eval_fraction))
+    oracle = eval_oracle(raw, schema, EvalProtocol(args.split_key, args.eval_fraction), eval_mask)
     steps = args.steps or steps_for(args.config, args.rows, args.epochs, args.eval_fraction)
     if not steps:
         from components.train.config import load_train_config
@@ -279,7 +283,7 @@ def markdown(seeds: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = ["## Model quality",
              "",
              f"`python -m benchmarks.bench_quality --rows {args.rows} --seeds {' '.join(map(str, args.seeds))} "
-             f"--split-key {args.split_key}`: local schema, {args.rows:,} generated rows per seed, "
+             f"--split-key {args.split_key} --epochs {args.epochs:g}`: local schema, {args.rows:,} generated rows per seed, "
              f"{int(args.eval_fraction * 100)}% eval by a hash of `{args.split_key}`; all models scored on the same eval "
              f"rows with the same metric core. Means over tasks with >= {MIN_POSITIVES} eval positives; lifts are "
              "(AUROC-0.5)/(oracle-0.5) and RCE/oracle RCE, the oracle being the best prediction under this protocol "
@@ -324,7 +328,8 @@ def main() -> None:
     parser.add_argument("--split-key", default="user_id", help="convert's split key: user_id (cold start), tweet_id")
     parser.add_argument("--eval-fraction", type=float, default=0.1)
     parser.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"), help="trainer YAML")
-    parser.add_argument("--epochs", type=float, default=0.0, help="ranker steps as passes over train (0: the config's)")
+    parser.add_argument("--epochs", type=float, default=1.0,
+                        help="ranker steps as passes over the training split (0: the config's num_train_steps)")
     parser.add_argument("--steps", type=int, default=0, help="ranker steps (overrides --epochs)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--workdir", default="", help="keep data and models here and reuse the data (default: a temp dir)")

@@ -97,6 +97,7 @@ def _eval_protocol(params: dict[str, Any]) -> Any:
 
 def _print_summary(result, raw_uri: str, schema: str, params: dict[str, Any]) -> None:
     from components.common import storage
+    from components.convert.plan import eval_mask
     from components.datagen.constants import ORACLE_FILE
     from components.datagen.eval_oracle import eval_oracle
     from components.evaluate.summary import summary_table
@@ -104,7 +105,7 @@ def _print_summary(result, raw_uri: str, schema: str, params: dict[str, Any]) ->
     # The yardstick: the best predictions on the same eval rows under the same split.
     oracle = None
     if storage.exists(storage.join(raw_uri, ORACLE_FILE)):  # data made by `recap data generate`
-        oracle = eval_oracle(raw_uri, schema, _eval_protocol(params))
+        oracle = eval_oracle(raw_uri, schema, _eval_protocol(params), eval_mask)
     if result.metrics:
         print(summary_table(storage.read_json(result.metrics), oracle))
     verdict = "SUCCEEDED" if result.succeeded else f"FAILED at {', '.join(result.failed_tasks) or '?'}"

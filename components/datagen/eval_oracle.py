@@ -17,6 +17,7 @@ move the eval-set calibration (docs/quality.md shows by how much).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,11 +108,14 @@ def expected_probabilities(logits: np.ndarray, covariance: np.ndarray, parent: n
     return out
 
 
-def _eval_mask(schema: Schema, table: Any, protocol: EvalProtocol) -> np.ndarray:
-    from components.convert.plan import eval_mask, resolve_split_column  # the split convert applies
+EvalMask = Callable[[np.ndarray, float], np.ndarray]  # (split keys, eval fraction) -> True where eval
 
-    spec = resolve_split_column(schema, protocol.split_key)
-    return eval_mask(_column(table, spec.column).astype(np.int64), protocol.eval_fraction)
+
+def _split_column(schema: Schema, split_key: str) -> str:
+    for spec in schema.features:
+        if split_key in (spec.column, spec.name, spec.feature) and spec.is_scalar:
+            return spec.column
+    raise DataError(f"split key {split_key!r} is not a scalar column of schema {schema.name}")
 
 
 def _id_columns(schema: Schema) -> tuple[str, str]:
@@ -133,15 +137,18 @@ def _labels(schema: Schema, table: Any) -> np.ndarray:
     return np.stack([_column(table, spec.column) for spec in schema.labels], axis=1).astype(np.int8)
 
 
-def eval_oracle(raw_uri: str, schema: Schema | str = "local",
-                protocol: EvalProtocol | None = None) -> dict[str, Any]:
+def eval_oracle(raw_uri: str, schema: Schema | str, protocol: EvalProtocol, eval_mask: EvalMask) -> dict[str, Any]:
     """Metrics of the best predictions a model trained on the train split could make on the eval split.
 
-    Two streaming passes over the raw Parquet: which users and authors occur in training rows,
-    then the eval rows' expected true probabilities (see the module docstring).
+    `eval_mask` is the split convert applies (`components.convert.plan.eval_mask`; passed in, as
+    a step does not import another step). Two streaming passes over the raw Parquet: which users
+    and authors occur in training rows, then the eval rows' expected true probabilities.
     """
     schema = load_schema(schema) if isinstance(schema, str) else schema
-    protocol = protocol or EvalProtocol()
+    split_column = _split_column(schema, protocol.split_key)
+
+    def in_eval(table: Any) -> np.ndarray:
+        return eval_mask(_column(table, split_column).astype(np.int64), protocol.eval_fraction)
     world = build_world(schema)
     try:
         shift = float(read_manifest(raw_uri)[0].extra.get("shift", 0.0))
@@ -152,12 +159,11 @@ def eval_oracle(raw_uri: str, schema: Schema | str = "local",
     files = list_raw_inputs(raw_uri).files
     seen_users = np.zeros(world.users.size, dtype=bool)
     seen_authors = np.zeros(world.authors.size, dtype=bool)
-    split_columns = sorted({user_column, author_column,
-                            *(s.column for s in schema.features if protocol.split_key in (s.column, s.name, s.feature))})
+    split_columns = sorted({user_column, author_column, split_column})
     for uri in files:
         with storage.open_read(uri) as handle:
             table = pq.read_table(handle, columns=split_columns)
-        train = ~_eval_mask(schema, table, protocol)
+        train = ~in_eval(table)
         seen_users[user_rank(_column(table, user_column)[train], uri)] = True
         seen_authors[author_rank(_column(table, author_column)[train], uri)] = True
 
@@ -169,7 +175,7 @@ def eval_oracle(raw_uri: str, schema: Schema | str = "local",
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
                 table = parquet.read_row_group(group)
-                keep = _eval_mask(schema, table, protocol)
+                keep = in_eval(table)
                 if not keep.any():
                     continue
                 table = table.filter(keep)

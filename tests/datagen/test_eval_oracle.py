@@ -7,6 +7,7 @@ import pytest
 
 from components.common.errors import DataError
 from components.common.schema import load_schema
+from components.convert.plan import eval_mask
 from components.datagen import generate
 from components.datagen.eval_oracle import (
     EvalProtocol,
@@ -60,8 +61,8 @@ def raw(tmp_path_factory) -> str:
 
 
 def test_the_user_split_oracle_is_below_the_all_knowing_one_and_the_item_split_matches_it(raw) -> None:
-    user_split = eval_oracle(raw, SCHEMA, EvalProtocol("user_id", 0.2))
-    item_split = eval_oracle(raw, SCHEMA, EvalProtocol("tweet_id", 0.2))
+    user_split = eval_oracle(raw, SCHEMA, EvalProtocol("user_id", 0.2), eval_mask)
+    item_split = eval_oracle(raw, SCHEMA, EvalProtocol("tweet_id", 0.2), eval_mask)
     assert user_split["unseen_user_share"] == 1.0  # the split is on users: no eval user trained
     assert item_split["unseen_user_share"] < 0.02  # same users, new items
     assert user_split["protocol"] == {"split_key": "user_id", "eval_fraction": 0.2}

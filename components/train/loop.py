@@ -6,12 +6,9 @@ Runs identically on 1..N ranks; every rank calls `train` (torchrun starts them).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import logging
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from components.ranker.layers import Linear
 from components.ranker.model import HeavyRanker
 from components.records.batch import RecapBatch
 from components.records.layout import ModelReads
+from components.records.malloc import reuse_large_allocations
 from components.train import checkpoint, numerics
 from components.train.config import DataConfig, RecapConfig
 from components.train.distributed import DistEnv
@@ -133,33 +131,6 @@ def _global_sum(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
 
 def _global_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return _global_sum(values, env) / env.world_size
-
-
-_MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}
-
-
-def reuse_large_allocations() -> bool:
-    """Let glibc keep large freed blocks for reuse instead of unmapping them; True if applied.
-
-    glibc serves blocks over 32 MB with a fresh mmap and unmaps them on free, so every step
-    page-faults in anew the gradients of the biggest weights (the prod MLP's 4096x2048 is
-    33.5 MB in fp32): 11-18k faults a step on the prod model, 5 ms (fp32) to 10 ms (bf16,
-    6% of its step). From the heap (mmap threshold 256 MB, trim threshold 1 GB) the next
-    step reuses the same pages; peak RSS is unchanged because the same blocks come back
-    every step. Settings the user made (MALLOC_* variables, GLIBC_TUNABLES) win; other C
-    libraries are left alone.
-    """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    user_set = any(k.startswith("MALLOC_") and k.endswith("_THRESHOLD_") for k in os.environ)
-    if user_set or "GLIBC_TUNABLES" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(_MALLOPT["M_MMAP_THRESHOLD"], 256 << 20)
-                and libc.mallopt(_MALLOPT["M_TRIM_THRESHOLD"], 1 << 30))
 
 
 def _use_bf16_weight_copies(config: RecapConfig, env: DistEnv, debug_loop: bool) -> bool:

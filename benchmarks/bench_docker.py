@@ -177,7 +177,7 @@ def main() -> None:
                     f"{part['project'] / mib:.1f} | {total / naive_bytes:.0%} |")
     together = unique_bytes(list(tags.values()))
     lines = [
-        "# Docker images and containers",
+        "## Docker images and containers",
         "",
         "| image | MiB | base | dependencies | project | of naive |",
         "|---|---:|---:|---:|---:|---:|",

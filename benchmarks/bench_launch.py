@@ -81,7 +81,7 @@ def main() -> None:
             o_sec, o_out, o_calls, o_left = ours(script, tmp, timeout_s)
             rows.append((label, s_sec, o_sec, s_calls, o_calls, s_left, o_left, s_out, o_out))
     lines = [
-        f"# Launcher: stock SDK flow vs ours ({LATENCY_S * 1000:.0f} ms per API request, poll {POLL_S} s)",
+        f"## Launcher: stock SDK flow vs ours ({LATENCY_S * 1000:.0f} ms per API request, poll {POLL_S} s)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, shared and noisy; compare within a row.",
         "",

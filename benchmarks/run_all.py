@@ -32,10 +32,12 @@ def machine_line() -> str:
 
 def assemble() -> Path:
     sections = []
+    # Each area's own results first; a bench may write more than one file (train_e2e.md), kept after its area's.
+    stems = sorted(p.stem for p in (HERE / "results").glob("*.md"))
     for area in areas():
-        result = HERE / "results" / f"{area}.md"
-        if result.exists():
-            sections.append(result.read_text().strip())
+        for stem in [area] + [s for s in stems if s.startswith(f"{area}_")]:
+            if stem in stems:
+                sections.append((HERE / "results" / f"{stem}.md").read_text().strip())
     text = "\n\n".join([
         "# Benchmarks",
         "Produced by `make bench` (`python -m benchmarks.run_all`); each section is written by "

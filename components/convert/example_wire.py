@@ -20,6 +20,7 @@ import google_crc32c
 import numpy as np
 
 from components.common.schema import FeatureSpec, Schema
+from components.records.layout import varint
 
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
@@ -27,17 +28,6 @@ _FLOAT_LIST_TAG = b"\x12"  # Feature.float_list = 2, length-delimited
 _INT64_LIST_TAG = b"\x1a"  # Feature.int64_list = 3, length-delimited
 _FIELD1 = b"\x0a"  # field 1, length-delimited (Example.features, Features.feature, key, value list)
 _FIELD2 = b"\x12"  # field 2, length-delimited (map entry value)
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (negative int64 as its 64-bit two's complement)."""
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def masked_crc32c(data: bytes | memoryview) -> int:

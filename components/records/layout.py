@@ -129,7 +129,9 @@ class RecordLayout:
         return out
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (negative int64 as its 64-bit two's complement)."""
+    value &= (1 << 64) - 1
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -140,11 +142,11 @@ def _varint(value: int) -> bytes:
 
 def _bytes_entry_head(key: str, payload_len: int) -> bytes:
     """Protobuf bytes before the payload of a `Features.feature` map entry holding one bytes value."""
-    bytes_list = b"\x0a" + _varint(payload_len)  # BytesList.value (field 1)
-    feature = b"\x0a" + _varint(len(bytes_list) + payload_len) + bytes_list  # Feature.bytes_list (field 1)
+    bytes_list = b"\x0a" + varint(payload_len)  # BytesList.value (field 1)
+    feature = b"\x0a" + varint(len(bytes_list) + payload_len) + bytes_list  # Feature.bytes_list (field 1)
     key_bytes = key.encode()
-    head = b"\x0a" + _varint(len(key_bytes)) + key_bytes + b"\x12" + _varint(len(feature) + payload_len)
-    return b"\x0a" + _varint(len(head) + len(feature) + payload_len) + head + feature
+    head = b"\x0a" + varint(len(key_bytes)) + key_bytes + b"\x12" + varint(len(feature) + payload_len)
+    return b"\x0a" + varint(len(head) + len(feature) + payload_len) + head + feature
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ class PackedRecord:
             body += _bytes_entry_head(field.feature, size)
             slots.append((field, len(body), size))
             body += bytes(size)
-        head = b"\x0a" + _varint(len(body))  # Example.features (field 1)
+        head = b"\x0a" + varint(len(body))  # Example.features (field 1)
         return cls(head + bytes(body), tuple((f, len(head) + at, n) for f, at, n in slots))
 
     @property

@@ -189,7 +189,7 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
     """Mean per-task loss and per-task AUROC over the first `num_steps` batches of the validation data (all ranks)."""
     dmp.eval()
     total = torch.zeros(len(tasks), device=pos_weight.device)  # copied to the host once, at the end
-    auroc = TaskAUROC(tasks)
+    auroc = TaskAUROC(tasks, device=pos_weight.device)  # on the device: nccl syncs device tensors only
     batches = open_source(source, 0, "validation_data")
     try:
         with torch.no_grad(), _autocast(config, env):
@@ -198,7 +198,7 @@ def evaluate(dmp: nn.Module, source: BatchSource, num_steps: int, config: RecapC
                 batch = batch.to(env.device, non_blocking=True)
                 out = dmp(batch)
                 total += multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)[1].float()
-                auroc.update(out["probabilities"].detach().cpu(), batch.labels.cpu())
+                auroc.update(out["probabilities"].detach(), batch.labels)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:

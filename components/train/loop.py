@@ -59,10 +59,6 @@ class TrainResult:
     history: tuple[tuple[int, float], ...] = ()  # (step, global mean training loss) at each log step
 
 
-def per_rank_batch_size(data: DataConfig, world_size: int, where: str) -> int:
-    return data.rank_batch_size(world_size, where)
-
-
 def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, where: str,
                   reads: ModelReads | None = None) -> BatchSource:
     """This rank's batches from a converted split (manifest directory), via the tf.data reader.
@@ -76,7 +72,7 @@ def reader_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, whe
     from components.records.shards import VerifiedShards
 
     options = ReaderOptions(
-        batch_size=per_rank_batch_size(data, env.world_size, where), shuffle=data.shuffle, seed=seed,
+        batch_size=data.rank_batch_size(env.world_size, where), shuffle=data.shuffle, seed=seed,
         repeat=data.repeat, drop_remainder=data.drop_remainder, skip_corrupt=data.skip_corrupt,
         cache_dir=data.cache_dir, num_parallel_reads=data.num_parallel_reads, prefetch=data.prefetch,
         reads=reads,
@@ -212,7 +208,7 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
           eval_batches: BatchSource | None = None, debug_loop: bool = False) -> TrainResult:
     training = config.training
     tasks = list(schema.task_names)
-    per_rank_batch_size(config.train_data, env.world_size, "train_data")
+    config.train_data.rank_batch_size(env.world_size, "train_data")  # a batch that does not divide fails here
     formats = numerics.configure(training, env.device)
     if env.is_chief:
         log.info("number formats on %s: %s", env.device.type, format_metrics(**formats))

@@ -2,8 +2,10 @@
 
 `num_workers` > 1 starts one torchrun agent per simulated node; they meet by c10d
 rendezvous on 127.0.0.1, so a multi-node launch can be exercised on one machine. Output is streamed
-through, and its tail kept for the failure message. On timeout or SIGTERM every agent's
-process group is terminated (torchrun forwards the signal to its trainers).
+through, and its tail kept for the failure message; when a rank reported why it failed
+(components.trainer_command.rank_errors), that one line is the message, with the rank's exit
+code. On timeout or SIGTERM every agent's process group is terminated (torchrun forwards the
+signal to its trainers).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import IO
@@ -77,7 +81,10 @@ class _suppress:
 
 def run_torchrun(spec: LaunchSpec, command: list[str], env: dict[str, str] | None = None) -> LaunchResult:
     """Start `spec.num_workers` torchrun agents, wait for all within `spec.timeout_s`."""
-    full_env = {**os.environ, **dict(spec.env), **(env or {}), "PYTHONUNBUFFERED": "1"}
+    from components.trainer_command import rank_errors
+
+    errors = tempfile.mkdtemp(prefix="recap-rank-errors-")
+    full_env = {**os.environ, **dict(spec.env), **(env or {}), "PYTHONUNBUFFERED": "1", rank_errors.ENV: errors}
     tail: collections.deque[str] = collections.deque(maxlen=max(spec.log_tail_lines, 1))
     procs: list[subprocess.Popen[str]] = []
     pumps: list[threading.Thread] = []
@@ -108,6 +115,7 @@ def run_torchrun(spec: LaunchSpec, command: list[str], env: dict[str, str] | Non
             time.sleep(0.2)
     except BaseException:
         _terminate(procs)
+        shutil.rmtree(errors, ignore_errors=True)
         raise
     finally:
         if previous is not None:
@@ -117,6 +125,12 @@ def run_torchrun(spec: LaunchSpec, command: list[str], env: dict[str, str] | Non
     _terminate(procs)
     codes = [p.returncode for p in procs]
     seconds = time.monotonic() - start
+    cause = rank_errors.root_cause(rank_errors.reported(errors))
+    shutil.rmtree(errors, ignore_errors=True)
+    if any(codes) and cause is not None:
+        failed = TrainingFailed(cause.message)
+        failed.exit_code = cause.exit_code
+        raise failed
     if any(codes):
         last = "\n".join(f"  | {line}" for line in tail)
         raise TrainingFailed(f"local job {spec.job_name}: torchrun exit codes {codes}\n{last}")

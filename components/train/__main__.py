@@ -1,20 +1,25 @@
 """Trainer entry, run by torchrun on every rank: `python -m components.train --config_path=...`.
 
 Parses the trainer's flags (components.trainer_command.flags), loads the config with them and
-calls the step, `components.train.trainer.run`.
+calls the step, `components.train.trainer.run`. An error ends the rank with one line and the
+exit code of its kind (1 data, 2 config), handed to the launcher when it asks
+(components.trainer_command.rank_errors); the traceback only with RECAP_LOG_LEVEL=DEBUG.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 
-from components.common.errors import RecapError
+from components.common.errors import EXIT_CHECK_FAILED, RecapError
 from components.common.logs import setup_logging
 from components.train.config import load_train_config
+from components.trainer_command import rank_errors
 from components.trainer_command.flags import add_trainer_arguments, config_overrides, flag_values
 
 
@@ -55,8 +60,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(config.train_data.inputs, validation, config.training.save_dir, config, debug_loop=args.debug_loop)
         return 0
     except RecapError as exc:
-        print(f"components.train: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return _fail(exc.exit_code, str(exc))
+    except Exception as exc:  # a bug or an unmapped library error: still one line, the traceback at DEBUG
+        return _fail(EXIT_CHECK_FAILED, f"unexpected {type(exc).__name__}: {exc} (RECAP_LOG_LEVEL=DEBUG "
+                     "shows the traceback)", unexpected=True)
+
+
+def _fail(exit_code: int, message: str, unexpected: bool = False) -> int:
+    debug = os.environ.get("RECAP_LOG_LEVEL", "").upper() == "DEBUG"
+    if debug:
+        traceback.print_exc()
+    if not rank_errors.report(exit_code, message, unexpected) or debug:
+        print(f"components.train: error: {message}", file=sys.stderr, flush=True)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -287,7 +287,8 @@ def markdown(seeds: list[dict[str, Any]], args: argparse.Namespace) -> str:
              f"{int(args.eval_fraction * 100)}% eval by a hash of `{args.split_key}`; all models scored on the same eval "
              f"rows with the same metric core. Means over tasks with >= {MIN_POSITIVES} eval positives; lifts are "
              "(AUROC-0.5)/(oracle-0.5) and RCE/oracle RCE, the oracle being the best prediction under this protocol "
-             "(components/datagen/eval_oracle.py). Wall time and peak RSS per model from its own child process.",
+             "(components/datagen/eval_oracle.py). Wall time and peak RSS per model from its own child process."
+             + (f" {args.note}" if getattr(args, "note", "") else ""),
              ""]
     for s in seeds:
         o = _summary(_rows(s["oracle"], s["oracle"]))
@@ -317,6 +318,29 @@ def markdown(seeds: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def merge_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Seeds from several `--json` files (one seed, or some models, per run) as one list.
+
+    Runs of the same seed must share the data and the protocol (same oracle); their models are
+    merged in the usual order, the ranker's step count kept from the run that trained it.
+    """
+    seeds: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        for s in run:
+            if s["seed"] not in seeds:
+                seeds[s["seed"]] = {**s, "models": dict(s["models"])}
+                continue
+            kept = seeds[s["seed"]]
+            if kept["oracle"]["tasks"] != s["oracle"]["tasks"]:
+                raise SystemExit(f"seed {s['seed']}: the runs scored different eval rows (their oracles differ)")
+            kept["models"].update(s["models"])
+            if "ranker" in s["models"]:
+                kept["steps"] = s["steps"]
+    for s in seeds.values():
+        s["models"] = {m: s["models"][m] for m in MODELS if m in s["models"]}
+    return [seeds[k] for k in sorted(seeds)]
+
+
 def _f(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -335,6 +359,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="", help="keep data and models here and reuse the data (default: a temp dir)")
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--json", default="", help="also write the raw results here")
+    parser.add_argument("--from-json", nargs="+", default=[],
+                        help="only write the tables from earlier runs' --json files (seeds or models run apart)")
+    parser.add_argument("--note", default="", help="a sentence appended to the table's header (what was not run)")
     parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument("--raw", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -343,7 +370,10 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    if args.workdir:
+    if args.from_json:
+        seeds = merge_runs([json.loads(Path(path).read_text()) for path in args.from_json])
+        args.seeds = [s["seed"] for s in seeds]
+    elif args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
         seeds = [run_seed(seed, args, args.workdir) for seed in args.seeds]
     else:

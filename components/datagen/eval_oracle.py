@@ -168,13 +168,16 @@ def eval_oracle(raw_uri: str, schema: Schema | str, protocol: EvalProtocol, eval
         seen_authors[author_rank(_column(table, author_column)[train], uri)] = True
 
     oracle = OracleAccumulator([spec.name for spec in schema.labels])
+    # The second pass reads what the true logits and the labels need, not the discrete features.
+    columns = sorted({*split_columns, schema.group(Role.CONTINUOUS).column, schema.group(Role.BINARY).column,
+                      *(spec.column for spec in schema.embeddings), *(spec.column for spec in schema.labels)})
     w_user, w_author = world.w_user, world.w_author
     unseen_user_rows = unseen_author_rows = 0
     for uri in files:
         with storage.open_read(uri) as handle:
             parquet = pq.ParquetFile(handle)
             for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group)
+                table = parquet.read_row_group(group, columns=columns)
                 keep = in_eval(table)
                 if not keep.any():
                     continue

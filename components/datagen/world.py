@@ -208,12 +208,33 @@ def _calibrate(world: World, rng: np.random.Generator) -> World:
         target = BASE_RATES.get(world.label_names[index], DEFAULT_BASE_RATE)
         parent_index = world.nested_parent[index]
         factor = sigmoid(base[parent_index] + signal[:, parent_index]) if parent_index >= 0 else 1.0
-        lo, hi = -20.0, 10.0
-        for _ in range(60):  # bisection: the mean rate is increasing in the base logit
-            mid = (lo + hi) / 2
-            if np.mean(factor * sigmoid(mid + signal[:, index])) < target:
-                lo = mid
-            else:
-                hi = mid
-        base[index] = (lo + hi) / 2
+        base[index] = _solve_base_logit(factor, signal[:, index], target)
     return replace(world, base_logit=base)
+
+
+def _solve_base_logit(factor: np.ndarray | float, signal: np.ndarray, target: float) -> float:
+    """The base logit b with mean(factor * sigmoid(b + signal)) == target.
+
+    The mean rate is increasing in b, so the root is bracketed in [-20, 10]; Newton steps
+    converge in a handful of iterations, a bisection step is taken whenever Newton would leave the
+    bracket. It stops at a step below 1e-12: the root the 60-step bisection this replaces found,
+    to ~1e-14, at a tenth of its cost (world building runs in every
+    `recap data generate` and in every eval oracle).
+    """
+    lo, hi, b = -20.0, 10.0, 0.0
+    for _ in range(100):
+        p = sigmoid(b + signal)
+        rate = float(np.mean(factor * p))
+        if rate < target:
+            lo = b
+        else:
+            hi = b
+        slope = float(np.mean(factor * p * (1.0 - p)))
+        step = (target - rate) / slope if slope > 0 else 0.0
+        nxt = b + step
+        if not lo < nxt < hi:
+            nxt = (lo + hi) / 2
+        if abs(nxt - b) <= 1e-12 or hi - lo <= 1e-12:  # Newton's next error: ~1e-24, below float noise
+            return nxt
+        b = nxt
+    return b

@@ -42,7 +42,7 @@ from components.train.ranks import (
     on_chief,
     open_source,
 )
-from components.train.sharding import dense_named_parameters, shard_model
+from components.train.sharding import dense_named_parameters, gradient_sync_skipped, shard_model
 from components.train.synthetic import BatchSource
 from components.train.tensorboard import TensorBoard
 
@@ -156,6 +156,7 @@ def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debu
     if _use_bf16_weight_copies(config, env, debug_loop):
         copies = use_bf16_weight_copies(model)  # before DDP wraps the model: the masters leave it
     dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed,
+                            static_graph=training.gradient_accumulation == 1,
                             batch_size=config.train_data.rank_batch_size(env.world_size, "train_data"))
     if env.is_chief:
         log.info("sharding plan (world_size=%d):\n%s", env.world_size, plan)
@@ -180,12 +181,15 @@ def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[Reca
     """
     task_loss_sum = torch.zeros(pos_weight.shape[0], device=pos_weight.device)
     anomaly = torch.autograd.detect_anomaly() if debug_step is not None else contextlib.nullcontext()
-    for batch in micro_batches:
+    for index, batch in enumerate(micro_batches):
         batch = batch.to(env.device, non_blocking=True)
-        with anomaly:
-            loss, per_task = forward_loss(dmp, batch, config, env, pos_weight)
-        with anomaly:
-            (loss / len(micro_batches)).backward()
+        # DDP all-reduces the gradients once per step, in the last micro-batch's backward pass
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else gradient_sync_skipped(dmp):
+            with anomaly:
+                loss, per_task = forward_loss(dmp, batch, config, env, pos_weight)
+            with anomaly:
+                (loss / len(micro_batches)).backward()
         task_loss_sum += per_task.detach().float()
     if debug_step is not None:
         _debug_report(dmp, debug_step, loss, batch)

@@ -90,6 +90,7 @@ def child_train(precision: str, steps: int, warmup: int) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
+    from components.records.batch import with_hashed_ids
     from components.train.loop import build_training_model, reuse_large_allocations, train_step
     from components.train.synthetic import global_batch
 
@@ -102,7 +103,7 @@ def child_train(precision: str, steps: int, warmup: int) -> dict:
     flops = _flops_per_example(model)
     optimizers.set_step(10_000)  # past the ramps: real learning rates
     pos_weight = torch.ones(len(schema.tasks))
-    batches = [global_batch(schema, 128, i) for i in range(4)]
+    batches = [with_hashed_ids(global_batch(schema, 128, i), model.id_tables()) for i in range(4)]
     times = []
     for step in range(warmup + steps):  # back to back, as in training
         start = time.perf_counter()
@@ -157,6 +158,7 @@ def child_e2e(precision: str, source: str, data: str, steps: int, warmup: int) -
     import torch
 
     torch.set_num_threads(THREADS)
+    from components.records.batch import with_hashed_ids
     from components.records.layout import ModelReads
     from components.records.reader import ReaderOptions, read_batches
     from components.train.loop import build_training_model, reuse_large_allocations, train_step
@@ -181,7 +183,7 @@ def child_e2e(precision: str, source: str, data: str, steps: int, warmup: int) -
     times = []
     for step in range(warmup + steps):
         start = time.perf_counter()
-        batch = next(batches)
+        batch = with_hashed_ids(next(batches), model.id_tables())  # as train() feeds every source
         train_step(dmp, optimizers, [batch], config, env, pos_weight)
         if step >= warmup:
             times.append(time.perf_counter() - start)

@@ -85,12 +85,17 @@ def _trainer(env, overrides: dict, config_path: str = "configs/prod.yaml"):
                                                           "training.tensorboard": False, **overrides})
     numerics.configure(config.training, env.device)
     schema = config.load_schema()
-    _, dmp, optimizers = build_training_model(config, schema, env)
+    model, dmp, optimizers = build_training_model(config, schema, env)
     optimizers.set_step(10_000)  # past the ramps: real learning rates
     import torch
 
     pos_weight = torch.ones(len(schema.tasks), device=env.device)
-    return config, schema, dmp, optimizers, pos_weight
+    from components.train.feed import host_batch
+
+    def host(batch):  # IDs hashed to table rows, pinned on CUDA: as train() feeds every source
+        return host_batch(batch, model.id_tables(), env.device)
+
+    return config, schema, dmp, optimizers, pos_weight, host
 
 
 def measure_speed(env, precision: str, batch_size: int, warmup: int, steps: int, batches=None) -> dict:
@@ -99,10 +104,10 @@ def measure_speed(env, precision: str, batch_size: int, warmup: int, steps: int,
     from components.train.synthetic import global_batch
 
     _reset_memory(env.device)
-    config, schema, dmp, optimizers, pos_weight = _trainer(
+    config, schema, dmp, optimizers, pos_weight, host = _trainer(
         env, {"train_data.per_rank_batch_size": batch_size, **PRECISIONS[precision]})
-    source = batches if batches is not None else iter(
-        [global_batch(schema, batch_size, i) for i in range(4)] * ((warmup + steps) // 4 + 1))
+    source = map(host, batches if batches is not None else iter(
+        [global_batch(schema, batch_size, i) for i in range(4)] * ((warmup + steps) // 4 + 1)))
     for _ in range(warmup):
         train_step(dmp, optimizers, [next(source)], config, env, pos_weight)
     _sync(env.device)
@@ -125,9 +130,9 @@ def profile_steps(env, batch_size: int, steps: int) -> dict:
     from components.train.loop import train_step
     from components.train.synthetic import global_batch
 
-    config, schema, dmp, optimizers, pos_weight = _trainer(
+    config, schema, dmp, optimizers, pos_weight, host = _trainer(
         env, {"train_data.per_rank_batch_size": batch_size, **PRECISIONS["bf16"]})
-    batches = [global_batch(schema, batch_size, i) for i in range(2)]
+    batches = [host(global_batch(schema, batch_size, i)) for i in range(2)]
     for index in range(3):
         train_step(dmp, optimizers, [batches[index % 2]], config, env, pos_weight)
     _sync(env.device)

@@ -19,32 +19,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from components.common.schema import Schema
 from components.ranker.config import BackboneConfig, ModelConfig
 from components.ranker.layers import MaskNet, Mlp, batch_norm, double_norm_log
-from components.records.batch import RecapBatch
-
-# splitmix64's finalizer constants (0xbf58476d1ce4e5b9, 0x94d049bb133111eb) as signed int64.
-_MIX1, _MIX2 = -4658895280553007687, -7723592293110705685
-
-
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def finalize64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's output mix in int64 ops, bit-identical to `components.common.hashing.finalize64`.
-
-    Torch rather than numpy so hashing runs on the batch's device inside the model's forward.
-    """
-    x = x ^ _shift_right(x, 30)
-    x = x * _MIX1  # wraps modulo 2**64
-    x = x ^ _shift_right(x, 27)
-    x = x * _MIX2
-    return x ^ _shift_right(x, 31)
-
-
-def hash_ids(ids: torch.Tensor, num_embeddings: int) -> torch.Tensor:
-    """Map raw int64 IDs (any range, sign) to rows [0, num_embeddings) with splitmix64 mixing."""
-    return torch.remainder(finalize64(ids), num_embeddings)
+from components.records.batch import RecapBatch, finalize64, hash_ids  # noqa: F401 (re-exported)
 
 
 def table_name(feature: str) -> str:
@@ -70,11 +45,19 @@ class DoubleNormLog(nn.Module):
 
 
 class SparseIdFeatures(nn.Module):
-    """Hash raw IDs into one table per ID feature; output the pooled embeddings, concatenated."""
+    """One embedding table per ID feature; output the pooled embeddings, concatenated.
 
-    def __init__(self, config: ModelConfig, device: torch.device | str = "cpu") -> None:
+    Training feeds IDs already hashed to table rows (`records.batch.with_hashed_ids`, applied
+    on the host before the batch reaches the device), so the tables read the batch's KJT as is
+    and TorchRec's train pipeline can run their input exchange ahead of the forward pass. A
+    model built for evaluation or serving (`hash_in_forward`, the default) takes raw IDs and
+    hashes them here, with the same function.
+    """
+
+    def __init__(self, config: ModelConfig, device: torch.device | str = "cpu", hash_in_forward: bool = True) -> None:
         super().__init__()
         self.tables = list(config.sparse.tables)
+        self.hash_in_forward = hash_in_forward
         self.out_features = sum(t.embedding_dim for t in self.tables)
         self.embedding_bags = EmbeddingBagCollection(
             tables=[
@@ -85,7 +68,13 @@ class SparseIdFeatures(nn.Module):
             device=torch.device(device),
         )
 
+    def id_tables(self) -> list[tuple[str, int]]:
+        """(ID feature, rows) per table, in table order: what `with_hashed_ids` hashes to."""
+        return [(t.feature, t.num_embeddings) for t in self.tables]
+
     def forward(self, ids: KeyedJaggedTensor) -> torch.Tensor:
+        if not self.hash_in_forward:
+            return self.embedding_bags(ids).values()
         by_feature = ids.to_dict()
         values, lengths = [], []
         for table in self.tables:
@@ -104,10 +93,35 @@ def build_backbone(in_features: int, config: BackboneConfig, sync_batch_norm: bo
     return Mlp(in_features, config.mlp, sync_batch_norm)
 
 
+class TaskBackbones(nn.ModuleDict):
+    """One backbone per task (share_partial, share_none); `forward(x)` -> their outputs, in task order.
+
+    A ModuleDict with a forward of its own, so TorchRec's train pipeline, which traces the
+    model's forward with each child of the model as an opaque call, never traces into a layer.
+    """
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [backbone(x) for backbone in self.values()]
+
+
+class TaskTowers(nn.ModuleDict):
+    """One tower per task; `forward(shared, per_task)` -> logits [B, T] in task order (see TaskBackbones)."""
+
+    def forward(self, shared: torch.Tensor | None, per_task: list[torch.Tensor] | None) -> torch.Tensor:
+        logits = []
+        for index, tower in enumerate(self.values()):
+            features = [shared] if shared is not None else []
+            if per_task is not None:
+                features.append(per_task[index])
+            logits.append(tower(features[0] if len(features) == 1 else torch.cat(features, dim=1)))
+        return torch.cat(logits, dim=1)
+
+
 class HeavyRanker(nn.Module):
     """Multi-task ranker: `model(batch)` -> {"logits", "probabilities", "calibrated_probabilities"}, each [B, T]."""
 
-    def __init__(self, config: ModelConfig, schema: Schema, sparse_device: torch.device | str = "cpu") -> None:
+    def __init__(self, config: ModelConfig, schema: Schema, sparse_device: torch.device | str = "cpu",
+                 hash_ids_in_forward: bool = True) -> None:
         super().__init__()
         self.tasks = list(schema.task_names)
         self.embedding_names = [f.name for f in schema.embeddings]
@@ -118,14 +132,14 @@ class HeavyRanker(nn.Module):
             for spec in schema.embeddings
         })
         width += sum(spec.length for spec in schema.embeddings)
-        self.sparse = SparseIdFeatures(config, sparse_device) if config.sparse.tables else None
+        self.sparse = SparseIdFeatures(config, sparse_device, hash_ids_in_forward) if config.sparse.tables else None
         width += self.sparse.out_features if self.sparse else 0
         self.in_features = width
 
         sync = config.sync_batch_norm
         share = config.multi_task_type
         self.shared_backbone = build_backbone(width, config.backbone, sync) if share != "share_none" else None
-        self.task_backbones = nn.ModuleDict(
+        self.task_backbones = TaskBackbones(
             {task: build_backbone(width, config.backbone, sync) for task in self.tasks}
             if share != "share_all" else {}
         )
@@ -144,11 +158,15 @@ class HeavyRanker(nn.Module):
             affine = override.affine_map if override else None
             scales.append(affine.scale if affine else 1.0)
             biases.append(affine.bias if affine else 0.0)
-        self.towers = nn.ModuleDict(towers)
+        self.towers = TaskTowers(towers)
         self.register_buffer("affine_scale", torch.tensor(scales), persistent=False)
         self.register_buffer("affine_bias", torch.tensor(biases), persistent=False)
         ratios = [task.calibration_ratio for task in schema.tasks]
         self.register_buffer("calibration_ratio", torch.tensor(ratios), persistent=False)
+
+    def id_tables(self) -> list[tuple[str, int]]:
+        """(ID feature, rows) of each embedding table; empty without sparse features."""
+        return self.sparse.id_tables() if self.sparse is not None else []
 
     def dense_input(self, batch: RecapBatch) -> torch.Tensor:
         parts = [self.featurize(batch.continuous, batch.binary)]
@@ -160,14 +178,8 @@ class HeavyRanker(nn.Module):
     def forward(self, batch: RecapBatch) -> dict[str, torch.Tensor]:
         x = self.dense_input(batch)
         shared = self.shared_backbone(x) if self.shared_backbone is not None else None
-        logits = []
-        for task in self.tasks:
-            features = [shared] if shared is not None else []
-            if self.task_backbones:
-                features.append(self.task_backbones[task](x))
-            tower_input = features[0] if len(features) == 1 else torch.cat(features, dim=1)
-            logits.append(self.towers[task](tower_input))
-        logits = torch.cat(logits, dim=1).float() * self.affine_scale + self.affine_bias
+        per_task = self.task_backbones(x) if self.task_backbones else None
+        logits = self.towers(shared, per_task).float() * self.affine_scale + self.affine_bias
         probabilities = torch.sigmoid(logits)
         r = self.calibration_ratio
         calibrated = probabilities * r / (1 - probabilities + r * probabilities)

@@ -48,6 +48,12 @@ class TrainingConfig(StrictModel):
     # gradient all-reduce would no longer overlap the backward pass. Never used with
     # gradient_accumulation > 1, optimizer.fused_adam: false, or --debug_loop.
     bf16_weight_copies: bool | None = None
+    # TorchRec's TrainPipelineSparseDist drives the steps: while batch i trains, batch i+1's
+    # embedding input exchange and batch i+2's copy to the GPU run on side CUDA streams. None
+    # (auto): on for GPU training. On CPU (set it true) it runs the same stages in order with
+    # nothing to overlap (there are no streams), for tests. Needs gradient_accumulation: 1 and
+    # is never used with --debug_loop.
+    train_pipeline: bool | None = None
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads per process
     tensorboard: bool = True
 

@@ -29,8 +29,10 @@ from components.records.malloc import reuse_large_allocations
 from components.train import checkpoint, numerics
 from components.train.config import DataConfig, RecapConfig
 from components.train.distributed import DistEnv
+from components.train.feed import fed_source
 from components.train.loss import multi_task_loss
 from components.train.optim import build_dense_optimizer, group_schedules, set_learning_rates
+from components.train.pipelined import PipelinedSteps, uses_train_pipeline
 from components.train.precision import use_bf16_weight_copies
 from components.train.ranks import (
     CheckedBatches,
@@ -40,7 +42,7 @@ from components.train.ranks import (
     on_chief,
     open_source,
 )
-from components.train.sharding import dense_named_parameters, shard_model
+from components.train.sharding import dense_named_parameters, gradient_sync_skipped, shard_model
 from components.train.synthetic import BatchSource
 from components.train.tensorboard import TensorBoard
 
@@ -142,20 +144,33 @@ def _use_bf16_weight_copies(config: RecapConfig, env: DistEnv, debug_loop: bool)
 
 def build_training_model(config: RecapConfig, schema: Schema, env: DistEnv, debug_loop: bool = False
                          ) -> tuple[HeavyRanker, nn.Module, _Optimizers]:
-    """The seeded model, sharded by DMP, with its optimizers: (unwrapped model, dmp, optimizers)."""
+    """The seeded model, sharded by DMP, with its optimizers: (unwrapped model, dmp, optimizers).
+
+    The model takes IDs hashed on the host (`feed.fed_source`, or `records.batch.with_hashed_ids`
+    with `model.id_tables()`), not raw ones.
+    """
     training = config.training
     torch.manual_seed(training.seed)
-    model = HeavyRanker(config.model, schema, sparse_device="meta")
+    model = HeavyRanker(config.model, schema, sparse_device="meta", hash_ids_in_forward=False)
     copies = []
     if _use_bf16_weight_copies(config, env, debug_loop):
         copies = use_bf16_weight_copies(model)  # before DDP wraps the model: the masters leave it
     dmp, plan = shard_model(model, config.model, config.optimizer, env, training.seed,
+                            static_graph=training.gradient_accumulation == 1,
                             batch_size=config.train_data.rank_batch_size(env.world_size, "train_data"))
     if env.is_chief:
         log.info("sharding plan (world_size=%d):\n%s", env.world_size, plan)
         if copies:
             log.info("bf16: %d Linear layers compute with bf16 weight copies kept by the optimizer", len(copies))
     return model, dmp, _Optimizers(dmp, config, list(schema.task_names), copies)
+
+
+def forward_loss(dmp: nn.Module, batch: RecapBatch, config: RecapConfig, env: DistEnv,
+                 pos_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weighted loss, per-task losses) of one batch already on the device."""
+    with _autocast(config, env):
+        out = dmp(batch)
+        return multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
 
 
 def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[RecapBatch], config: RecapConfig,
@@ -166,13 +181,15 @@ def train_step(dmp: nn.Module, optimizers: _Optimizers, micro_batches: list[Reca
     """
     task_loss_sum = torch.zeros(pos_weight.shape[0], device=pos_weight.device)
     anomaly = torch.autograd.detect_anomaly() if debug_step is not None else contextlib.nullcontext()
-    for batch in micro_batches:
+    for index, batch in enumerate(micro_batches):
         batch = batch.to(env.device, non_blocking=True)
-        with anomaly, _autocast(config, env):
-            out = dmp(batch)
-            loss, per_task = multi_task_loss(out["logits"], batch.labels, batch.weights, pos_weight)
-        with anomaly:
-            (loss / len(micro_batches)).backward()
+        # DDP all-reduces the gradients once per step, in the last micro-batch's backward pass
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else gradient_sync_skipped(dmp):
+            with anomaly:
+                loss, per_task = forward_loss(dmp, batch, config, env, pos_weight)
+            with anomaly:
+                (loss / len(micro_batches)).backward()
         task_loss_sum += per_task.detach().float()
     if debug_step is not None:
         _debug_report(dmp, debug_step, loss, batch)
@@ -215,6 +232,9 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     if env.device.type == "cpu":  # tuned for CPU gradient buffers; on a GPU only host batches would see it
         reuse_large_allocations()
     model, dmp, optimizers = build_training_model(config, schema, env, debug_loop)
+    pipelined = uses_train_pipeline(training, env.device, debug_loop)
+    train_batches = fed_source(train_batches, model.id_tables(), env.device)
+    eval_batches = fed_source(eval_batches, model.id_tables(), env.device) if eval_batches is not None else None
     export_group = export_wait_group(env)
     pos_weight = torch.tensor([(config.model.tasks.get(t).pos_weight if t in config.model.tasks else 1.0)
                                for t in tasks], device=env.device)
@@ -236,12 +256,22 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
     eval_losses: dict[str, float] = {}
     throughput = 0.0
     dmp.train()
+    steps = None
+    if pipelined:
+        steps = PipelinedSteps(dmp, optimizers.combined, env.device,
+                               lambda batch: forward_loss(dmp, batch, config, env, pos_weight),
+                               batches, step, training.num_train_steps)
+        if env.is_chief:
+            log.info("steps run through TorchRec's TrainPipelineSparseDist on %s", env.device)
     while step < training.num_train_steps:
         rates = optimizers.set_step(step)
-        micro_batches = batches.next(training.num_train_steps - step)
+        if steps is not None:
+            task_loss_sum = steps.next()
+        else:
+            micro_batches = batches.next(training.num_train_steps - step)
+            task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
+                                       debug_step=step if debug_loop else None)
         batches_consumed += accumulation
-        task_loss_sum = train_step(dmp, optimizers, micro_batches, config, env, pos_weight,
-                                   debug_step=step if debug_loop else None)
         step += 1
         window_steps += 1
         progress.update(1)
@@ -267,6 +297,8 @@ def train(config: RecapConfig, schema: Schema, env: DistEnv, train_batches: Batc
             step % training.eval_every_n == 0 or step == training.num_train_steps
         ):
             paused = time.perf_counter()
+            if steps is not None:
+                steps.pause()
             eval_losses, eval_auroc = evaluate(dmp, eval_batches, training.num_eval_steps, config, env, pos_weight, tasks)
             window_start += time.perf_counter() - paused  # examples_per_s measures training only
             if env.is_chief:

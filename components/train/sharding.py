@@ -7,6 +7,8 @@ initialized from the seed by global row index, so 1 and N ranks start from the s
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -45,6 +47,17 @@ class _DataParallelAcrossRanks(DefaultDataParallelWrapper):
             super().wrap(dmp, env, device)
 
 
+def gradient_sync_skipped(dmp: nn.Module):
+    """Context in which DDP skips its gradient all-reduce (`no_sync`): the micro-batches before the
+    last of a gradient-accumulation step, whose gradients the last one's all-reduce carries along.
+    A no-op at a world of one (no DDP). The embedding tables' fused optimizer is not affected: it
+    still updates the tables in every micro-batch's backward pass."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped = getattr(dmp, "_dmp_wrapped_module", None)
+    return wrapped.no_sync() if isinstance(wrapped, DistributedDataParallel) else contextlib.nullcontext()
+
+
 def move_unsharded(module: nn.Module, device: torch.device) -> None:
     """Every parameter and buffer outside DMP's sharded modules to `device` (DMP placed those)."""
     from torchrec.distributed.types import ShardedModule
@@ -59,11 +72,14 @@ def move_unsharded(module: nn.Module, device: torch.device) -> None:
 
 
 def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config: OptimizerConfig,
-                env: DistEnv, seed: int, batch_size: int | None = None) -> tuple[nn.Module, str]:
+                env: DistEnv, seed: int, batch_size: int | None = None,
+                static_graph: bool = True) -> tuple[nn.Module, str]:
     """Wrap `model` (embedding tables on the meta device) in DMP; returns (dmp, plan as text).
 
     The planner is told the per-rank batch and, on a GPU, its real memory (it otherwise assumes
-    512 rows and 32 GB).
+    512 rows and 32 GB). `static_graph` is DDP's (torchrec's default); gradient accumulation
+    turns it off: a static-graph DDP must all-reduce in its first backward pass, and the first
+    micro-batch of an accumulation step skips it (`gradient_sync_skipped`).
     """
     from torchrec.distributed import DistributedModelParallel
     from torchrec.distributed.embedding_types import EmbeddingComputeKernel
@@ -95,7 +111,7 @@ def shard_model(model: HeavyRanker, model_config: ModelConfig, optimizer_config:
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, batch_size=batch_size)
     plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=[sharder],
-                                   data_parallel_wrapper=_DataParallelAcrossRanks())
+                                   data_parallel_wrapper=_DataParallelAcrossRanks(static_graph=static_graph))
     _initialize_tables(dmp, model_config, seed)
     return dmp, str(plan)
 

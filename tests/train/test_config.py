@@ -115,3 +115,24 @@ def test_prod_uses_per_gpu_batch_norm_and_the_global_one_stays_a_choice(tmp_path
     assert tiny.model.sync_batch_norm
     model = HeavyRanker(tiny.model, tiny.load_schema(), sparse_device="meta")
     assert all(isinstance(m, GlobalBatchNorm1d) for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+
+
+# The original's learning rates, set for its global batch of 128 (peak; cosine final rate).
+ORIGINAL_BATCH = 128
+ORIGINAL_RATES = {"backbone": (1e-4, None), "is_negative_feedback_v2": (3e-3, 1e-4),
+                  "is_report_tweet_clicked": (3e-3, 1e-4), "is_replied_reply_engaged_by_author": (1e-4, None)}
+ORIGINAL_TOWER_RATE = (1e-3, None)
+
+
+def test_prod_learning_rates_are_the_originals_scaled_by_the_square_root_of_the_batch():
+    prod = load_train_config("configs/prod.yaml")
+    factor = math.sqrt(prod.train_data.per_rank_batch_size / ORIGINAL_BATCH)
+    rates = prod.optimizer.multi_task_learning_rates
+    schedules = {"backbone": rates.backbone_learning_rate, **rates.tower_learning_rates}
+    assert set(schedules) == {"backbone", *prod.load_schema().task_names}
+    for name, config in schedules.items():
+        schedule = config.linear_ramp_to_constant or config.linear_ramp_to_cosine
+        peak, final = ORIGINAL_RATES.get(name, ORIGINAL_TOWER_RATE)
+        assert schedule.learning_rate == pytest.approx(peak * factor, rel=2e-3), name
+        if final is not None:
+            assert schedule.final_learning_rate == pytest.approx(final * factor, rel=2e-3), name

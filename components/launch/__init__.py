@@ -40,9 +40,15 @@ def with_cluster_service(spec: LaunchSpec, args: TrainerArgs) -> TrainerArgs:
     its dispatcher's Service address, and a connect timeout long enough for its pods to start."""
     from components.launch.cluster_service import CLUSTER_CONNECT_TIMEOUT_S, dispatcher_address
 
-    args = args.with_flag("data_service_dispatcher", dispatcher_address(spec))
+    return _with_service(args, dispatcher_address(spec), CLUSTER_CONNECT_TIMEOUT_S)
+
+
+def _with_service(args: TrainerArgs, address: str, connect_timeout_s: float) -> TrainerArgs:
+    """The trainer reads through the dispatcher at `address`, waiting for it `connect_timeout_s`
+    unless the flags already say how long."""
+    args = args.with_flag("data_service_dispatcher", address)
     if "data_service_connect_timeout_s" not in dict(args.flags):
-        args = args.with_flag("data_service_connect_timeout_s", CLUSTER_CONNECT_TIMEOUT_S)
+        args = args.with_flag("data_service_connect_timeout_s", connect_timeout_s)
     return args
 
 
@@ -58,9 +64,6 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
 
     check_shape(spec, args, backend, shards)
 
-    if spec.data_service_workers and backend == "docker":
-        raise ConfigError("launch: data_service_workers > 0 is not supported by the docker backend yet "
-                          "(use 0, or pass --data_service_dispatcher)")
     if backend == "local":
         from components.launch.local import free_port, run_torchrun
 
@@ -85,5 +88,11 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
             raise ConfigError("launch: the docker backend needs --image (the training image)")
         from components.launch.docker import run_pytorchjob_in_docker
 
-        return run_pytorchjob_in_docker(spec, trainer_command(spec, args, "kubernetes"))
+        service = None
+        if spec.data_service_workers:
+            from components.launch.docker_service import DOCKER_CONNECT_TIMEOUT_S, plan_data_service
+
+            service = plan_data_service(spec.data_service_workers)
+            args = _with_service(args, service.address, DOCKER_CONNECT_TIMEOUT_S)
+        return run_pytorchjob_in_docker(spec, trainer_command(spec, args, "kubernetes"), data_service=service)
     raise ConfigError(f"launch: unknown backend {backend!r}; one of {', '.join(BACKENDS)}")

@@ -35,6 +35,23 @@ def check_shape(spec: LaunchSpec, args: TrainerArgs, backend: str, shards: dict[
                            config_here=backend == "local")
 
 
+def with_cluster_service(spec: LaunchSpec, args: TrainerArgs) -> TrainerArgs:
+    """The trainer's flags for the job's own data service (components/launch/cluster_service.py):
+    its dispatcher's Service address, and a connect timeout long enough for its pods to start."""
+    from components.launch.cluster_service import CLUSTER_CONNECT_TIMEOUT_S, dispatcher_address
+
+    return _with_service(args, dispatcher_address(spec), CLUSTER_CONNECT_TIMEOUT_S)
+
+
+def _with_service(args: TrainerArgs, address: str, connect_timeout_s: float) -> TrainerArgs:
+    """The trainer reads through the dispatcher at `address`, waiting for it `connect_timeout_s`
+    unless the flags already say how long."""
+    args = args.with_flag("data_service_dispatcher", address)
+    if "data_service_connect_timeout_s" not in dict(args.flags):
+        args = args.with_flag("data_service_connect_timeout_s", connect_timeout_s)
+    return args
+
+
 def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig: str | None = None,
         shards: dict[str, int] | None = None) -> LaunchResult:
     """Run training to completion on `backend`; raises TrainingFailed (exit 1) if it does not succeed.
@@ -47,9 +64,6 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
 
     check_shape(spec, args, backend, shards)
 
-    if spec.data_service_workers and backend != "local":
-        raise ConfigError(f"launch: data_service_workers > 0 is supported by the local backend only; the {backend} "
-                          "backend does not start a tf.data service yet (use 0, or pass --data_service_dispatcher)")
     if backend == "local":
         from components.launch.local import free_port, run_torchrun
 
@@ -66,11 +80,19 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
             raise ConfigError("launch: the kubernetes backend needs --image (the training image)")
         from components.launch.cluster import run_pytorchjob
 
+        if spec.data_service_workers:
+            args = with_cluster_service(spec, args)
         return run_pytorchjob(spec, trainer_command(spec, args, backend), kubeconfig=kubeconfig)
     if backend == "docker":  # the PyTorchJob's pods as containers on one Docker engine
         if not spec.image:
             raise ConfigError("launch: the docker backend needs --image (the training image)")
         from components.launch.docker import run_pytorchjob_in_docker
 
-        return run_pytorchjob_in_docker(spec, trainer_command(spec, args, "kubernetes"))
+        service = None
+        if spec.data_service_workers:
+            from components.launch.docker_service import DOCKER_CONNECT_TIMEOUT_S, plan_data_service
+
+            service = plan_data_service(spec.data_service_workers)
+            args = _with_service(args, service.address, DOCKER_CONNECT_TIMEOUT_S)
+        return run_pytorchjob_in_docker(spec, trainer_command(spec, args, "kubernetes"), data_service=service)
     raise ConfigError(f"launch: unknown backend {backend!r}; one of {', '.join(BACKENDS)}")

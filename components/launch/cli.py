@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--memory", default="",
                      help=f"memory per node (default: {MEMORY_PER_GPU} per GPU, {MEMORY_WITHOUT_GPUS} without)")
     job.add_argument("--data-service-workers", type=int, default=0,
-                     help="tf.data service dataset workers started with the job (0: in-process reading; local backend)")
+                     help="tf.data service dataset workers started with the job, with a dispatcher (0: in-process reading)")
     job.add_argument("--namespace", default=os.environ.get("RECAP_NAMESPACE", "kubeflow"))
     job.add_argument("--env", action="append", default=[],
                      help="KEY=VALUE for the trainer (repeatable); NCCL_* and TORCH_NCCL_* of this shell are passed too")
@@ -117,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         from components.launch.pytorchjob import build_pytorchjob, to_manifest
 
         check_shape(spec, trainer, args.backend)
+        if spec.data_service_workers:
+            from components.launch import with_cluster_service
+
+            trainer = with_cluster_service(spec, trainer)
 
         print(json.dumps(to_manifest(build_pytorchjob(spec, trainer_command(spec, trainer, "kubernetes"))), indent=2))
         return 0

@@ -13,8 +13,12 @@ Where the published Kubeflow launcher goes wrong, this one does not:
   Kubernetes delete it with that pod, and its activeDeadlineSeconds ends it at the latest.
   The pipeline's exit handler calls `delete_job` as a backstop on finished runs.
 
+With `data_service_workers` > 0 the job gets a tf.data service owned by it
+(components/launch/cluster_service.py), created right after the job, whose uid it needs.
+
 API calls made (the RBAC Role in manifests/ grants exactly these and the tests record them):
-create/get/delete `pytorchjobs` in `kubeflow.org`, list `pods`, get `pods/log`.
+create/get/delete `pytorchjobs` in `kubeflow.org`, list `pods`, get `pods/log`; with a data
+service also create/delete `pods` and `services` (delete only when the job is kept).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from components.common.errors import StorageError
+from components.launch.cluster_service import create_service, delete_service
 from components.launch.diagnostics import PodWatcher
 from components.launch.pytorchjob import build_pytorchjob
 from components.launch.spec import (
@@ -236,6 +241,15 @@ def launcher_pod(job_namespace: str, namespace_file: str | None = None) -> PodRe
     return PodRef(name=name, uid=uid)
 
 
+def _job_uid(client: Any, spec: LaunchSpec) -> str:
+    """The created job's uid, which its dependents' ownerReferences must name."""
+    job = client.get_job(name=spec.job_name, namespace=spec.namespace, timeout=REQUEST_TIMEOUT_S)
+    uid = getattr(job.metadata, "uid", None)
+    if not uid:
+        raise TrainingFailed(f"PyTorchJob {spec.namespace}/{spec.job_name}: the API server returned no uid")
+    return str(uid)
+
+
 def _should_delete(policy: str, succeeded: bool) -> bool:
     return policy == "always" or (policy == "on_success" and succeeded)
 
@@ -253,10 +267,13 @@ def run_pytorchjob(spec: LaunchSpec, command: list[str], kubeconfig: str | None 
     succeeded = False
     create_sent = False  # a SIGTERM may land while the create request is in flight
     final = None
+    service = None
     with _cancel_on_signal():
         try:
             create_sent = True
             _create(client, job, spec)
+            if spec.data_service_workers:
+                service = create_service(client, spec, _job_uid(client, spec))
             final = _wait(client, spec, deadline, watcher)
             if _true(final, FAILED):
                 raise TrainingFailed(
@@ -272,13 +289,16 @@ def run_pytorchjob(spec: LaunchSpec, command: list[str], kubeconfig: str | None 
             what = f"received {exc}" if isinstance(exc, _Interrupted) else "interrupted"
             raise LaunchCancelled(f"PyTorchJob {spec.namespace}/{spec.job_name}: {what}; job cancelled") from None
         finally:
-            deleted = False
+            deleted = job_gone = False
             if create_sent and _should_delete(spec.cleanup, succeeded):
                 try:
                     deleted = delete_job(spec.job_name, spec.namespace, client=client)
+                    job_gone = True  # its data service goes with it (garbage collection)
                 except Exception as exc:  # cleanup must not mask the job's own outcome
                     log.error("could not delete PyTorchJob %s/%s: %s (ttlSecondsAfterFinished=%d will)",
                               spec.namespace, spec.job_name, exc, spec.ttl_seconds_after_finished)
+            if service is not None and not job_gone:
+                delete_service(client, spec, service)  # a kept job keeps its pods' logs, not an idle service
     seconds = time.monotonic() - start
     log.info("PyTorchJob %s/%s Succeeded in %.1fs", spec.namespace, spec.job_name, seconds)
     return LaunchResult(backend="kubernetes", job_name=spec.job_name, status=SUCCEEDED, seconds=seconds, deleted=deleted)

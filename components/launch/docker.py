@@ -20,6 +20,8 @@ Operator (v1.9) and the kubelet would do with it, on one host:
   like the kubelet); the job fails once the replicas' restarts reach runPolicy.backoffLimit
   (core.PastBackoffLimit: the sum over replicas), succeeds when the master exits 0, and its containers are removed
   per the cleanup policy.
+With `data_service_workers`, the job's tf.data service (a dispatcher and N dataset workers,
+components/launch/docker_service.py) starts first and is removed when the job ends, always.
 Pods see object storage, not this machine's disk: data, checkpoints and models are URIs
 (gs://, with STORAGE_EMULATOR_HOST passed through for an emulator on loopback).
 """
@@ -36,6 +38,7 @@ import time
 from typing import Any
 
 from components.common.errors import ConfigError
+from components.launch.docker_service import DockerDataService, service_containers
 from components.launch.local import free_port
 from components.launch.pytorchjob import (
     CONTAINER_NAME,
@@ -220,10 +223,22 @@ def _past_backoff_limit(restarts: int, limit: int) -> bool:
     return restarts > 0 if limit == 0 else restarts >= limit
 
 
-def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str]) -> LaunchResult:
-    """Run the job's replicas as containers until the master succeeds, the job fails or times out."""
-    client = docker_client()
+def _remove(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except Exception as exc:  # cleanup must not mask the job's own outcome
+        log.error("could not remove container %s: %s", container.name, exc)
+
+
+def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str], data_service: DockerDataService | None = None,
+                             client: Any = None) -> LaunchResult:
+    """Run the job's replicas as containers until the master succeeds, the job fails or times out.
+
+    `data_service`: start its dispatcher and workers first (their ports are already in `command`).
+    """
+    client = client or docker_client()
     containers: list[Any] = []
+    service: list[Any] = []
     tail: collections.deque[str] = collections.deque(maxlen=max(spec.log_tail_lines, 1))
     done = threading.Event()
     cancelled: list[int] = []
@@ -234,7 +249,17 @@ def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str]) -> LaunchResu
     succeeded = False
     limit = operator_backoff_limit(spec)  # what the job's runPolicy.backoffLimit says
     try:
-        for pod in pods(spec, command, free_port()):
+        if data_service is not None:
+            for pod in service_containers(spec, data_service):
+                limits = pod.pop("limits")
+                pod.update(cpus=quantity(limits["cpu"]), memory=int(quantity(limits["memory"])))
+                service.append(_start(client, spec, pod))
+                log.info("started %s (%s): %s", pod["name"], pod["image"], " ".join(pod["entrypoint"] + pod["args"]))
+                _Logs(service[-1], f"[{pod['replica']}] ", tail, done).start()
+        master_port = free_port()
+        while data_service is not None and master_port in data_service.ports:
+            master_port = free_port()
+        for pod in pods(spec, command, master_port):
             containers.append(_start(client, spec, pod))
             log.info("started %s (%s): %s %s", pod["name"], pod["image"], " ".join(pod["entrypoint"]),
                      " ".join(pod["args"]))
@@ -260,12 +285,11 @@ def run_pytorchjob_in_docker(spec: LaunchSpec, command: list[str]) -> LaunchResu
         done.set()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        for container in service:  # whatever the cleanup policy: nothing reads an idle service
+            _remove(container)
         if spec.cleanup == "always" or (spec.cleanup == "on_success" and succeeded):
             for container in containers:
-                try:
-                    container.remove(force=True)
-                except Exception as exc:  # cleanup must not mask the job's own outcome
-                    log.error("could not remove container %s: %s", container.name, exc)
+                _remove(container)
     seconds = time.monotonic() - start
     log.info("docker job %s Succeeded in %.1fs", spec.job_name, seconds)
     return LaunchResult(backend="docker", job_name=spec.job_name, status="Succeeded", seconds=seconds,

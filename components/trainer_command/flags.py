@@ -34,6 +34,8 @@ OVERRIDES = (
     TrainerFlag("global_batch_size", "train_data.global_batch_size", int, "examples per step over all ranks"),
     TrainerFlag("data_service_dispatcher", "train_data.data_service_dispatcher", str,
                 "grpc://host:port: read the training data through this tf.data service dispatcher"),
+    TrainerFlag("data_service_connect_timeout_s", "train_data.data_service_connect_timeout_s", float,
+                "seconds to wait for the dispatcher before failing with its address"),
 )
 BY_NAME = {flag.name: flag for flag in OVERRIDES}
 

@@ -90,14 +90,3 @@ def test_training_through_the_service_ends_at_num_train_steps_and_leaves_no_serv
     pids = [int(p) for p in started.rsplit("(pids ", 1)[1].rstrip(")").split()]
     assert len(pids) == 2 and not any(alive(pid) for pid in pids)
 
-
-def test_the_cluster_backends_refuse_data_service_workers_in_one_line():
-    from components.common.errors import ConfigError
-    from components.launch import LaunchSpec
-    from components.launch import run as launch
-    from components.trainer_command.flags import TrainerArgs
-
-    spec = LaunchSpec(job_name="recap-train-x", image="img", data_service_workers=2)
-    for backend in ("kubernetes", "docker"):
-        with pytest.raises(ConfigError, match=f"supported by the local backend only; the {backend} backend"):
-            launch(spec, TrainerArgs.of("configs/local.yaml"), backend=backend)

@@ -417,7 +417,8 @@ class OperatorJob:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod.name, "namespace": namespace, "labels": labels, "uid": pod.uid,
                          "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
-                                              "name": self.name, "uid": f"job-{self.name}", "controller": True}]},
+                                              "name": self.name, "uid": self.body["metadata"].get("uid", ""),
+                                              "controller": True, "blockOwnerDeletion": True}]},
             "spec": {"containers": containers, "restartPolicy": "Never" if pod.restart_policy == "ExitCode"
                      else pod.restart_policy},
             "status": {"phase": pod.phase, "containerStatuses": [status], "conditions": self.pod_conditions(pod)},

@@ -53,7 +53,8 @@ def test_trainer_module_reports_config_errors_with_exit_2(tmp_path):
 
 def test_every_trainer_flag_overrides_a_real_config_field(tmp_path):
     config = write_config(tmp_path / "c.yaml", tiny_config_data(str(tmp_path / "run")))
-    values = {flag.name: (7 if flag.type is int else f"gs://b/{flag.name}") for flag in OVERRIDES}
+    values = {flag.name: (7 if flag.type is int else 2.5 if flag.type is float else f"gs://b/{flag.name}")
+              for flag in OVERRIDES}
     loaded = load_train_config(config, config_overrides(values)).model_dump()
     for flag in OVERRIDES:
         section, field = flag.config_field.split(".")

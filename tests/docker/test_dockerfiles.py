@@ -146,16 +146,6 @@ def test_entrypoint_resolves_to_an_available_recap_subcommand(image):
     assert sub.get_default("_handler") is not None, f"{image}: `recap {' '.join(images.IMAGES[image])}` is not available"
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("image", sorted(images.IMAGES))
-def test_docker_run_image_help_works(image):
-    """`docker run IMAGE --help` runs `recap <step> --help`: the same command, here."""
-    recap = REPO / ".venv" / "bin" / "recap"
-    result = subprocess.run([str(recap), *images.IMAGES[image], "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert f"recap {' '.join(images.IMAGES[image])}" in result.stdout
-
-
 @pytest.mark.parametrize("image", sorted(images.IMAGES) + ["recap-train-cpu"])
 def test_image_runs_as_non_root_with_labels_and_configs(image, targets, stages):
     (target,) = [t for t in targets.values() if image_name(t["tags"][0]) == image]

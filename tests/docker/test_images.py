@@ -40,6 +40,28 @@ SECRET_NAMES = re.compile(
 SECRET_SETTINGS = re.compile(r"(?i)(password|passwd|secret|token|api_?key|credential)s?\s*[=:]\s*\S")
 SCAN_LIMIT = 8 * 2**20  # larger files are libraries and data; their names are still checked
 # Scanned: every file up to SCAN_LIMIT but ELF binaries. A baked credential is a text file.
+# Every match of SECRET_CONTENT contains one of these literals (case-sensitive, as the pattern).
+# Checking them first (bytes `in`, ~10x faster than the pattern over a layer's gigabytes) runs
+# the pattern only on the few files that could match: the same files are found.
+SECRET_ANCHORS = (b"PRIVATE KEY-----", b"AKIA", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"xox", b"ya29.",
+                  b'"refresh_token"')
+
+
+def holds_secret(content: bytes) -> bool:
+    return any(anchor in content for anchor in SECRET_ANCHORS) and SECRET_CONTENT.search(content) is not None
+
+
+SAMPLE_SECRETS = [b"-----BEGIN RSA PRIVATE KEY-----\n" + b"A" * 40, b"-----BEGIN PRIVATE KEY-----\\n" + b"B" * 40,
+                  b"AKIA" + b"Z" * 16, *(b"gh%c_" % c + b"a" * 36 for c in b"pousr"),
+                  *(b"xox%c-" % c + b"1" * 10 for c in b"abprs"), b"ya29." + b"x" * 20,
+                  b'"refresh_token": "1//']
+
+
+@pytest.mark.parametrize("secret", SAMPLE_SECRETS, ids=lambda s: s[:12].decode())
+def test_the_scan_finds_each_kind_of_credential(secret):
+    """Each alternative of the pattern is found through the prefilter, inside other text; cut short, none is."""
+    assert holds_secret(b"x = 1\n" + secret + b"\ny = 2\n")
+    assert not holds_secret(b"x = 1\n" + secret[:-4] + b"\ny = 2\n")
 
 
 @pytest.mark.parametrize("target", sorted(STEPS))
@@ -106,7 +128,7 @@ def test_no_credential_in_any_layer_history_or_config(images):
                             scanned += 1
                             content = layer.extractfile(entry).read()
                             # compiled libraries carry their own public self-test keys (libgnutls)
-                            if not content.startswith(b"\x7fELF") and SECRET_CONTENT.search(content):
+                            if not content.startswith(b"\x7fELF") and holds_secret(content):
                                 found.append(f"{member.name}: {entry.name}")
             except tarfile.ReadError:  # a config or manifest blob, not a layer
                 continue

@@ -11,8 +11,15 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(level: str | int | None = None) -> None:
-    """Configure the root logger once; RECAP_LOG_LEVEL overrides the default INFO."""
+    """Configure the root logger once; RECAP_LOG_LEVEL overrides the default INFO.
+
+    Below DEBUG, TensorFlow's own C++ warnings are silenced (unless TF_CPP_MIN_LOG_LEVEL is set):
+    a reader error raised inside tf.data is otherwise printed by TensorFlow with its traceback
+    before our one-line error. Takes effect in a process that has not imported TensorFlow yet.
+    """
     level = level or os.environ.get("RECAP_LOG_LEVEL", "INFO")
+    if str(level).upper() != "DEBUG" and level != logging.DEBUG:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = logging.getLogger()
     if not any(getattr(h, "_recap", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)

@@ -280,7 +280,7 @@ NAMES = {"ranker": "Heavy Ranker (ours)", "logistic_regression": "logistic regre
 
 
 def markdown(seeds: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    lines = ["## Model quality",
+    lines = [f"## {getattr(args, 'title', '') or 'Model quality'}",
              "",
              f"`python -m benchmarks.bench_quality --rows {args.rows} --seeds {' '.join(map(str, args.seeds))} "
              f"--split-key {args.split_key} --epochs {args.epochs:g}`: local schema, {args.rows:,} generated rows per seed, "
@@ -361,6 +361,7 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the raw results here")
     parser.add_argument("--from-json", nargs="+", default=[],
                         help="only write the tables from earlier runs' --json files (seeds or models run apart)")
+    parser.add_argument("--title", default="", help="the section's heading (default: Model quality)")
     parser.add_argument("--note", default="", help="a sentence appended to the table's header (what was not run)")
     parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument("--raw", help=argparse.SUPPRESS)

@@ -54,9 +54,10 @@ def test_from_json_writes_one_table_with_every_model_and_the_note(tmp_path):
     out = tmp_path / "quality.md"
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench_quality", "--from-json", str(tmp_path / "a.json"),
                            str(tmp_path / "b.json"), "--rows", "123", "--split-key", "tweet_id", "--out", str(out),
-                           "--note", "Only seed 1 ran."], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                           "--note", "Only seed 1 ran.", "--title", "Model quality at 123 rows"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
+    assert text.startswith("## Model quality at 123 rows\n")
     assert "--rows 123 --seeds 1 " in text and "Only seed 1 ran." in text
     assert "Seed 1 (ranker: 77 steps" in text
     ranker = next(line for line in text.splitlines() if line.startswith("| Heavy Ranker"))

@@ -91,16 +91,20 @@ def with_hashed_ids(batch: RecapBatch, tables: Sequence[tuple[str, int]]) -> Rec
     if values.numel() != rows * len(keys):
         raise DataError(f"ID features {keys}: expected one ID per row ({rows * len(keys)} values), "
                         f"got {values.numel()}")
-    hashed = []
-    for feature, num_embeddings in tables:
+    names = [feature for feature, _ in tables]
+    for feature in names:
         if feature not in keys:
             raise DataError(f"ID feature {feature!r} of an embedding table is not in the batch's {keys}")
-        at = keys.index(feature) * rows
-        hashed.append(hash_ids(values[at : at + rows], num_embeddings))
-    count = len(hashed)
+    if names != keys:  # the tables' features, key-major in table order
+        values = torch.cat([values[keys.index(f) * rows : (keys.index(f) + 1) * rows] for f in names]) \
+            if names else values[:0]
+    # One pass over all IDs (a few large ops, not a few per table): each ID modulo its table's rows.
+    sizes = torch.tensor([n for _, n in tables], dtype=torch.int64, device=values.device)
+    hashed = torch.remainder(finalize64(values), sizes.repeat_interleave(rows))
+    count = len(names)
     sparse = KeyedJaggedTensor(
-        keys=[feature for feature, _ in tables],
-        values=torch.cat(hashed) if hashed else values.new_zeros(0),
+        keys=names,
+        values=hashed,
         lengths=torch.ones(rows * count, dtype=torch.int32, device=values.device),
         stride=rows,
         length_per_key=[rows] * count,

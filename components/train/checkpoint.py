@@ -7,7 +7,8 @@ the newest committed step. For gs:// save_dirs, DCP writes to a local staging di
 and every rank uploads its own files through `storage`, then deletes its local copies (a
 node's staging directory goes with the last of its ranks), so long multi-node runs do not
 fill the disks; the marker goes last. A gs:// checkpoint is loaded from a downloaded copy
-that is deleted once every rank has loaded it.
+that is deleted once every rank has loaded it; the ranks sharing a staging directory (a node)
+download it once, by the lowest of them, instead of once per rank.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -124,7 +126,7 @@ def load(directory: str, state: dict[str, Any], no_dist: bool = False) -> None:
         from components.common.errors import StorageError
 
         raise StorageError(f"{directory}: not a committed checkpoint (no {COMMIT_MARKER})")
-    local = local_copy(directory)
+    local = local_copy(directory) if no_dist else _node_copy(directory)
     dcp.load(state, checkpoint_id=str(local), no_dist=no_dist)
     if storage.is_gcs(directory):  # a downloaded copy, shared by the ranks of a node
         if not no_dist:
@@ -148,6 +150,25 @@ def _remove_staged(local: Path, own: list[Path]) -> None:
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         local.rmdir()
+
+
+def _node_copy(directory: str) -> Path:
+    """`local_copy` made once per staging directory: its lowest rank downloads, the others wait.
+
+    Ranks that share a host and a staging path (the ranks of a node, unless RECAP_SPOOL_DIR
+    differs) would otherwise each fetch the whole checkpoint into the same place: 8 copies of
+    the traffic on an 8-GPU node. A failed download is raised on every rank.
+    """
+    if not storage.is_gcs(directory) or not dist.is_initialized():
+        return local_copy(directory)
+    local = staging_dir(directory)
+    place = (socket.gethostname(), str(local.resolve()))
+    places: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(places, place)
+    with together(f"{directory}: downloading the checkpoint", StorageError):
+        if places.index(place) == dist.get_rank():
+            local_copy(directory)
+    return local
 
 
 def local_copy(directory: str) -> Path:

@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--open_error_rank", type=int, help="opening the training data fails on this rank")
     parser.add_argument("--short_rank", type=int, help="this rank's training data ends after --short_batches")
     parser.add_argument("--short_batches", type=int, default=0)
+    parser.add_argument("--count_downloads", action="store_true",
+                        help="the result gets `downloaded`: bytes this rank fetched through storage.download, per URI")
     args = parser.parse_args()
     setup_logging()
     quiet_libraries()
@@ -50,6 +52,7 @@ def main() -> int:
     if args.spool_per_rank:
         os.environ["RECAP_SPOOL_DIR"] = os.path.join(args.spool_per_rank, f"rank{rank}")
     stage_faults(args, rank)
+    downloaded = count_downloads() if args.count_downloads else None
     try:
         config = load_train_config(args.config_path, overrides_from(args))
         env = init_distributed(timeout_s=args.pg_timeout_s)
@@ -65,13 +68,27 @@ def main() -> int:
         print(f"rank {rank}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     with open(args.result if env.is_chief else f"{args.result}.rank{env.rank}", "w") as handle:
-        json.dump(dataclasses.asdict(result), handle)
+        json.dump(dataclasses.asdict(result) | ({"downloaded": downloaded} if downloaded is not None else {}), handle)
     shutdown_distributed()
     return 0
 
 
 def _failing_source(start: int):
     raise StorageError("gs://bucket/data/train/_MANIFEST.json: 403 Forbidden")
+
+
+def count_downloads() -> dict[str, int]:
+    """Bytes this rank downloads through `storage.download` (what a gs:// resume fetches), per URI."""
+    fetched: dict[str, int] = {}
+    download = checkpoint.storage.download
+
+    def counted(uri, local_path):
+        path = download(uri, local_path)
+        fetched[uri] = fetched.get(uri, 0) + os.path.getsize(path)
+        return path
+
+    checkpoint.storage.download = counted
+    return fetched
 
 
 def stage_faults(args: argparse.Namespace, rank: int) -> None:

@@ -12,8 +12,9 @@ Every measurement runs in a child process of its own (its peak RSS is its own):
     (--rounds times each, each round starting with another) and each keeps its best run, so a
     burst of load from other jobs does not decide the bf16/fp32 ratio;
 (c) the input pipeline alone: the trainer's reader over prod-shaped gzip TFRecords;
-(e) end to end: the same model fed by the real reader from packed shards on disk, against the
-    same reader's batches held in memory, fp32 and bf16 (results/train_e2e.md);
+(e) end to end: one model per precision fed by the real reader from packed shards on disk and by
+    the same reader's batches held in memory, in alternating blocks of steps in one process;
+    wall and CPU-seconds per step, the reader's CPU, peak RSS (results/train_e2e.md);
 (d) held-out AUROC of the local model trained fp32 vs bf16 autocast on the same data, and fp32
     vs fp32 from another seed: the spread a per-task gap should be read against.
 Baseline: the original trainer on this machine (issue #5): ~310 examples/s, ~90 GFLOP/s,
@@ -150,9 +151,42 @@ def _current_rss_gb() -> float:
     return psutil.Process().memory_info().rss / 1e9
 
 
-def child_e2e(precision: str, source: str, data: str, steps: int, warmup: int) -> dict:
-    """Training steps fed by the real reader from shards on disk (`disk`), or by 4 of the same
-    reader's batches held in memory (`memory`); the step time includes taking the next batch."""
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds so far of each thread of this process, by thread id (Linux /proc; {} elsewhere).
+
+    A thread that exited keeps no account.
+    """
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); else torch emulates it, ~15-50x slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def child_e2e(precision: str, data: str, steps: int, rounds: int, warmup: int = 2) -> dict:
+    """One model, fed in alternating blocks of `steps` steps by the real reader from shards on disk
+    (`disk`) and by 4 of the same reader's batches held in memory (`memory`): memory, disk in round 0,
+    disk, memory in round 1, and so on. Both sources share the process, its load and its caches, so
+    their ratio is not a comparison of two processes started minutes apart. Per step: wall time
+    (taking the batch included), CPU-seconds of the whole process, and the reader's share of them."""
     import itertools
 
     import torch
@@ -164,6 +198,7 @@ def child_e2e(precision: str, source: str, data: str, steps: int, warmup: int) -
     from components.train.loop import build_training_model, reuse_large_allocations, train_step
 
     reuse_large_allocations()
+    rss_start = _current_rss_gb()
     save_dir = tempfile.mkdtemp(prefix="bench-e2e-")
     config, schema, env = _world_of_one("configs/prod.yaml", {
         "training.save_dir": save_dir, "train_data.global_batch_size": 128,
@@ -174,22 +209,49 @@ def child_e2e(precision: str, source: str, data: str, steps: int, warmup: int) -
     rss_model = _current_rss_gb()
     options = ReaderOptions(batch_size=128, shuffle=True, repeat=True, drop_remainder=True,
                             num_parallel_reads=config.train_data.num_parallel_reads,
-                            reads=ModelReads.of(config.model.featurization))
-    batches = read_batches(data, schema, options)
-    if source == "memory":
-        held = [next(batches) for _ in range(4)]
-        batches.close()
-        batches = itertools.cycle(held)
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        batch = with_hashed_ids(next(batches), model.id_tables())  # as train() feeds every source
+                            prefetch=config.train_data.prefetch, reads=ModelReads.of(config.model.featurization))
+    (torch.randn(256, 256) @ torch.randn(256, 256)).sum()  # torch's OpenMP workers start now
+    trainer_threads = set(_thread_cpu())  # threads started after this one are the reader's (TF, fetchers)
+    disk = read_batches(data, schema, options)
+    sources = {"memory": itertools.cycle([next(disk) for _ in range(4)]), "disk": disk}
+    rss_reader = _current_rss_gb()
+    runs: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": [], "take": [], "reader_cpu": []}
+                                               for name in sources}
+
+    def step(name: str, record: bool) -> None:
+        threads, cpu, start = _thread_cpu(), time.process_time(), time.perf_counter()
+        main = time.thread_time()
+        batch = with_hashed_ids(next(sources[name]), model.id_tables())  # as train() feeds every source
+        take, take_cpu = time.perf_counter() - start, time.thread_time() - main
         train_step(dmp, optimizers, [batch], config, env, pos_weight)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"examples_per_s": 128 / median, "peak_rss_gb": _peak_rss_gb(), "rss_after_model_gb": rss_model,
-            "rss_end_gb": _current_rss_gb(), "steps": steps}
+        if record:
+            after = _thread_cpu()
+            reader = take_cpu + sum(cpu_s - threads.get(tid, 0.0) for tid, cpu_s in after.items()
+                                    if tid not in trainer_threads)
+            run = runs[name]
+            run["wall"].append(time.perf_counter() - start)
+            run["cpu"].append(time.process_time() - cpu)
+            run["take"].append(take)
+            run["reader_cpu"].append(reader)
+
+    for name in ("memory", "disk"):
+        for _ in range(warmup):
+            step(name, record=False)
+    for index in range(rounds):
+        for name in (("memory", "disk") if index % 2 == 0 else ("disk", "memory")):
+            for _ in range(steps):
+                step(name, record=True)
+    disk.close()
+    out = {"peak_rss_gb": _peak_rss_gb(), "rss_start_gb": rss_start, "rss_after_model_gb": rss_model,
+           "rss_after_reader_gb": rss_reader, "steps": steps, "rounds": rounds, "native_bf16": native_bf16()}
+    for name, run in runs.items():
+        out[name] = {"examples_per_s": 128 / statistics.median(run["wall"]),
+                     "cpu_s_per_step": statistics.median(run["cpu"]),
+                     "examples_per_cpu_s": 128 / statistics.median(run["cpu"]),
+                     "take_ms": 1e3 * statistics.median(run["take"]),
+                     "reader_cpu_ms": 1e3 * statistics.median(run["reader_cpu"]),
+                     "walls": run["wall"]}
+    return out
 
 
 def prepare_e2e_data(rows: int, root: Path) -> str:
@@ -208,24 +270,27 @@ def prepare_e2e_data(rows: int, root: Path) -> str:
 
 
 def e2e_lines(rounds: int, steps: int, rows: int) -> list[str]:
-    """End to end (reader from disk) against in-memory batches, fp32 and bf16, alternating rounds."""
+    """End to end (reader from disk) against in-memory batches, fp32 and bf16, one process per precision
+    with the two sources in alternating blocks (child_e2e)."""
     with tempfile.TemporaryDirectory(prefix="bench-e2e-data-") as tmp:
         data = prepare_e2e_data(rows, Path(tmp))
-        runs: dict[tuple[str, str], list[dict]] = {}
-        order = [(p, s) for p in ("fp32", "bf16") for s in ("memory", "disk")]
-        for index in range(rounds):
-            for key in order[index % len(order):] + order[: index % len(order)]:
-                runs.setdefault(key, []).append(run_child("e2e", key[0], key[1], data, str(steps)))
-    best = {k: max(v, key=lambda r: r["examples_per_s"]) for k, v in runs.items()}
-    lines = []
-    for precision in ("fp32", "bf16"):
-        memory, disk = best[(precision, "memory")], best[(precision, "disk")]
-        lines.append(
-            f"| {precision} | {memory['examples_per_s']:.0f} | {disk['examples_per_s']:.0f} | "
-            f"{disk['examples_per_s'] / memory['examples_per_s']:.0%} | "
-            f"{memory['peak_rss_gb']:.2f} / {disk['peak_rss_gb']:.2f} | {disk['rss_after_model_gb']:.2f} | "
-            f">= 95%; <= 2.4 GB |")
-    return lines
+        results = {}
+        for precision in ("fp32", "bf16"):
+            # Without bf16 in hardware a bf16 step is ~50x an fp32 one: one step per block there.
+            blocks = steps if precision == "fp32" or run_child("bf16-native")["native_bf16"] else 1
+            results[precision] = run_child("e2e", precision, data, str(blocks), str(rounds))
+    return [e2e_row(precision, result) for precision, result in results.items()]
+
+
+def e2e_row(precision: str, result: dict) -> str:
+    memory, disk = result["memory"], result["disk"]
+    name = precision if precision == "fp32" or result["native_bf16"] else f"{precision} (emulated: no bf16 in this CPU)"
+    return (f"| {name} | {result['steps']} x {2 * result['rounds']} | {memory['examples_per_s']:.1f} | "
+            f"{disk['examples_per_s']:.1f} | {disk['examples_per_s'] / memory['examples_per_s']:.0%} | "
+            f"{memory['cpu_s_per_step']:.2f} / {disk['cpu_s_per_step']:.2f} | "
+            f"{memory['cpu_s_per_step'] / disk['cpu_s_per_step']:.0%} | {disk['reader_cpu_ms']:.1f} | "
+            f"{disk['take_ms']:.1f} | {result['peak_rss_gb']:.2f} | {result['rss_after_model_gb']:.2f} / "
+            f"{result['rss_after_reader_gb']:.2f} | >= 95%; <= 2.4 GB |")
 
 
 def child_auroc(precision: str, steps: int, seed: int = 0) -> dict:
@@ -278,22 +343,28 @@ def e2e_text(lines: list[str], args: argparse.Namespace) -> str:
         "## Trainer end to end: shards on disk through the real reader vs the same batches in memory",
         "",
         f"configs/prod.yaml's model, 1 process, {THREADS} torch threads, global batch 128; {args.e2e_rows} "
-        "datagen prod rows converted to the packed layout for this model (4 shards, uncompressed). `disk`: "
-        "every step takes its batch from `read_batches` (verification, tf.data, decode, torch tensors) "
-        "with TensorFlow capped to the rank's CPU share; `memory`: 4 batches of the same reader held in "
-        f"memory and cycled. Step time includes taking the batch; median of {args.steps} steps after 3 "
-        f"warm-up steps, best of {args.e2e_rounds} rounds per cell, cells alternating. Peak RSS is the "
-        "training process's (TensorFlow is loaded in both). "
+        "datagen prod rows converted to the packed layout for this model (4 shards, uncompressed). One "
+        "process per precision trains one model from two sources in alternating blocks of steps (memory, "
+        "disk, disk, memory, ...), after 2 warm-up steps from each: `disk` takes every batch from "
+        "`read_batches` (verification, tf.data, decode, torch tensors; TensorFlow capped to the rank's CPU "
+        "share), `memory` cycles 4 batches of the same reader held in memory. Both share the process, its "
+        "load and its caches. Per source: median step (taking the batch included) as examples/s, and "
+        "median CPU-seconds of the whole process per step; the CPU ratio is the one a loaded, shared "
+        "machine cannot blur (other jobs take wall time, not our CPU-seconds). Reader CPU = the threads "
+        "the reader started (TensorFlow, shard fetchers) plus the training thread's time taking the "
+        "batch. Peak RSS is the process's (model, optimizer, TensorFlow, the reader). "
         f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at the end "
         f"{os.getloadavg()[0]:.1f}).",
         "",
-        "| precision | in memory, examples/s | from disk, examples/s | disk / memory | peak RSS memory / disk (GB) "
-        "| RSS after the model is built (GB) | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| precision | steps per block x blocks | in memory, examples/s | from disk, examples/s | disk / memory (wall) "
+        "| CPU-s per step memory / disk | disk / memory (CPU) | reader CPU per disk step (ms) "
+        "| taking a disk batch (ms, wall) | peak RSS (GB) | RSS after the model / after the reader starts (GB) "
+        "| target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *lines,
         "",
-        "`python -m benchmarks.bench_train --e2e-only` (a few minutes), also the first section of "
-        "`python -m benchmarks.bench_train`.",
+        "`python -m benchmarks.bench_train --e2e-only` (fp32 ~3 min; bf16 without bf16 hardware ~5 CPU-min), "
+        "also the first section of `python -m benchmarks.bench_train`.",
     ]) + "\n"
 
 
@@ -305,8 +376,9 @@ def main() -> None:
     parser.add_argument("--pipeline-rows", type=int, default=2000)
     parser.add_argument("--auroc-steps", type=int, default=200)
     parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end section (results/train_e2e.md)")
-    parser.add_argument("--e2e-rows", type=int, default=3000, help="prod-shaped rows converted for the end-to-end runs")
-    parser.add_argument("--e2e-rounds", type=int, default=2)
+    parser.add_argument("--e2e-rows", type=int, default=1500, help="prod-shaped rows converted for the end-to-end runs")
+    parser.add_argument("--e2e-rounds", type=int, default=2, help="blocks of each source, alternating")
+    parser.add_argument("--e2e-steps", type=int, default=4, help="fp32 steps per block")
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
@@ -314,8 +386,10 @@ def main() -> None:
             out = child_peak()
         elif kind == "train":
             out = child_train(rest[0], int(rest[1]), warmup=3)
+        elif kind == "bf16-native":
+            out = {"native_bf16": native_bf16()}
         elif kind == "e2e":
-            out = child_e2e(rest[0], rest[1], rest[2], int(rest[3]), warmup=3)
+            out = child_e2e(rest[0], rest[1], int(rest[2]), int(rest[3]))
         elif kind == "pipeline":
             out = child_pipeline(int(rest[0]), seconds=10.0)
         else:
@@ -324,7 +398,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    e2e = e2e_text(e2e_lines(args.e2e_rounds, args.steps, args.e2e_rows), args)
+    e2e = e2e_text(e2e_lines(args.e2e_rounds, args.e2e_steps, args.e2e_rows), args)
     E2E_RESULT.write_text(e2e)
     print(e2e)
     if args.e2e_only:

@@ -326,10 +326,23 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
             skipped_shards=len(provider.skipped)))
 
 
-def check_batch(batch: RecapBatch, layout: _Layout, provider: ShardProvider) -> None:
+@dataclass(frozen=True)
+class BatchBreach:
+    """The first breach of the per-batch checks in a batch: the rule's finding, its row and IDs."""
+
+    spec: Any  # the column's contract spec (column, feature)
+    what: str
+    code: str
+    row: int
+    ids: list[int]  # the row's ID features, which find it again in a shard
+
+    def describe(self) -> str:
+        return f"column {self.spec.column!r} (feature {self.spec.feature}) {self.what} [{self.code}]"
+
+
+def batch_breach(batch: RecapBatch, layout: _Layout) -> BatchBreach | None:
     """The contract's cheap per-batch checks (components.common.contract): labels in {0, 1}, finite
-    embeddings; continuous NaN/inf are allowed (the model zeroes them). A breach names the shard,
-    the record in it and the column."""
+    embeddings; continuous NaN/inf are allowed (the model zeroes them). None when the batch passes."""
     checks = [(spec, batch.labels[:, index].numpy(), contract.domain_breach) for index, spec in
               enumerate(layout.label_specs)]
     checks += [(spec, batch.embeddings[name].numpy(), contract.finiteness_breach)
@@ -339,10 +352,18 @@ def check_batch(batch: RecapBatch, layout: _Layout, provider: ShardProvider) -> 
         if breach is not None:
             row = int(breach.rows[0])
             ids = batch.sparse_features.values().view(len(layout.id_features), -1)[:, row].tolist()
-            found = _locate(provider, layout, ids)
-            where = f"{found[0]}: record {found[1]}" if found else \
-                f"one of {', '.join(provider.current) or 'the shards read'} (row with IDs {ids})"
-            raise DataError(f"{where}: column {spec.column!r} (feature {spec.feature}) {breach.what} [{breach.code}]")
+            return BatchBreach(spec, breach.what, breach.code, row, ids)
+    return None
+
+
+def check_batch(batch: RecapBatch, layout: _Layout, provider: ShardProvider) -> None:
+    """`batch_breach` as a DataError naming the shard, the record in it and the column."""
+    breach = batch_breach(batch, layout)
+    if breach is not None:
+        found = _locate(provider, layout, breach.ids)
+        where = f"{found[0]}: record {found[1]}" if found else \
+            f"one of {', '.join(provider.current) or 'the shards read'} (row with IDs {breach.ids})"
+        raise DataError(f"{where}: {breach.describe()}")
 
 
 def _locate(provider: ShardProvider, layout: _Layout, ids: list[int]) -> tuple[str, int] | None:

@@ -25,6 +25,7 @@ repeated on the workers (a shard that is missing or truncated fails the read wit
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -38,7 +39,15 @@ from components.common.errors import DataError
 from components.common.schema import Schema
 from components.records.batch import RecapBatch
 from components.records.layout import RecordLayout, manifest_compression
-from components.records.reader import READ_BUFFER_BYTES, ReaderOptions, _Layout, load_split_manifest
+from components.records.reader import (
+    READ_BUFFER_BYTES,
+    ReaderOptions,
+    _Layout,
+    batch_breach,
+    load_split_manifest,
+)
+
+log = logging.getLogger(__name__)
 
 PROCESSING_MODE = "distributed_epoch"
 GRPC = "grpc://"
@@ -142,6 +151,7 @@ def register(dispatcher: str, dataset, start_batch: int, connect_timeout_s: floa
     """
     import tensorflow as tf
 
+    log.info("data service: waiting up to %.0fs for the dispatcher %s", connect_timeout_s, dispatcher)
     wait_for_dispatcher(dispatcher, connect_timeout_s)
     result: dict[str, object] = {}
 
@@ -166,8 +176,13 @@ def register(dispatcher: str, dataset, start_batch: int, connect_timeout_s: floa
     return ServiceJob(dispatcher, dataset_id, f"recap-{uuid.uuid4().hex[:12]}-from-{start_batch}")
 
 
-def consume(job: ServiceJob, element_spec, schema: Schema) -> Iterator[RecapBatch]:
-    """This rank's batches of the shared job, as RecapBatches (the same type the reader yields)."""
+def consume(job: ServiceJob, element_spec, schema: Schema, check_values: bool = True) -> Iterator[RecapBatch]:
+    """This rank's batches of the shared job, as RecapBatches (the same type the reader yields).
+
+    `check_values`: the reader's per-batch contract checks, here on the consumer. A batch from the
+    service carries no shard name, so a breach names the batch (`tf.data service batch N`, counted
+    from 1 on this rank), the row and its IDs; it is the same DataError (exit code) as the reader's.
+    """
     import tensorflow as tf
 
     dataset = tf.data.experimental.service.from_dataset_id(
@@ -175,6 +190,7 @@ def consume(job: ServiceJob, element_spec, schema: Schema) -> Iterator[RecapBatc
         max_outstanding_requests=2)
     layout = _Layout(schema, RecordLayout())  # to_batch only: the workers parsed the records
     iterator = iter(dataset.prefetch(1))
+    number = 0
     while True:
         try:
             parsed = next(iterator)
@@ -182,4 +198,9 @@ def consume(job: ServiceJob, element_spec, schema: Schema) -> Iterator[RecapBatc
             return
         except tf.errors.OpError as exc:
             raise DataError(f"data service dispatcher {job.dispatcher}, job {job.job_name}: {exc.message}") from None
-        yield layout.to_batch(parsed)
+        number += 1
+        batch = layout.to_batch(parsed)
+        if check_values and (breach := batch_breach(batch, layout)) is not None:
+            raise DataError(f"tf.data service batch {number} (job {job.job_name}): row {breach.row} "
+                            f"(IDs {breach.ids}): {breach.describe()}")
+        yield batch

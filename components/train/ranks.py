@@ -164,7 +164,11 @@ def on_chief(fn: Callable[[], object], what: str, env: DistEnv, group: dist.Proc
             outcome = ("ok", fn())
         except Exception as exc:  # re-raised below, after the other ranks know
             failure = exc
-            outcome = ("error", type(exc).__name__, str(exc))
+            # The nearest error class the other ranks know (a subclass defined elsewhere, such as
+            # DataServiceUnreachable, arrives as its DataError base): same message, same exit code.
+            known = next((k.__name__ for k in type(exc).__mro__ if getattr(errors, k.__name__, None) is k),
+                         type(exc).__name__)
+            outcome = ("error", known, str(exc))
     if env.world_size > 1:
         box = [outcome]
         dist.broadcast_object_list(box, src=0, group=group, device=device or env.device)

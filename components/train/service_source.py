@@ -38,6 +38,6 @@ def service_source(data: DataConfig, schema: Schema, env: DistEnv, seed: int, op
         if env.is_chief:
             log.info("data service: dispatcher=%s dataset_id=%s job=%s mode=%s", job.dispatcher,
                      job.dataset_id, job.job_name, service.PROCESSING_MODE)
-        return service.consume(job, dataset.element_spec, schema)
+        return service.consume(job, dataset.element_spec, schema, options.check_values)
 
     return open_batches

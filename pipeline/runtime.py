@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from components.common import storage
 from components.common.errors import ConfigError, RecapError
+from components.trainer_command.launch_shape import processes_per_node
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,8 +141,8 @@ SHARDS_PER_RANK = 4  # every rank interleaves a few gzip streams of its own
 
 
 def ranks(num_workers: int, procs_per_worker: int, gpus_per_worker: int) -> int:
-    """The training job's ranks: nodes x processes (0 processes: one per GPU, or one)."""
-    return max(num_workers, 1) * (procs_per_worker or gpus_per_worker or 1)
+    """The training job's ranks: nodes x processes per node (the launcher's rule for 0)."""
+    return max(num_workers, 1) * processes_per_node(procs_per_worker, gpus_per_worker)
 
 
 def shards_for_ranks(settings: Any, ranks: int) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from components.common.errors import CheckFailed, ConfigError
+from components.trainer_command.launch_shape import processes_per_node
 
 Backend = Literal["kubernetes", "local", "docker"]
 CleanupPolicy = Literal["always", "on_success", "never"]
@@ -165,8 +166,7 @@ class LaunchSpec:
             bad(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         gpus = self.gpus_per_worker
         # Resolved defaults (the dataclass is frozen: set once, here).
-        if self.procs_per_worker == 0:
-            object.__setattr__(self, "procs_per_worker", gpus or 1)
+        object.__setattr__(self, "procs_per_worker", processes_per_node(self.procs_per_worker, gpus))
         if not self.cpu:
             object.__setattr__(self, "cpu", scale_quantity(CPU_PER_GPU, gpus) if gpus else CPU_WITHOUT_GPUS)
         if not self.memory:

@@ -16,6 +16,7 @@ from components.common.errors import ConfigError
 from components.common.schema import Schema, load_schema
 from components.ranker.config import ModelConfig
 from components.train.constants import MODEL_SUBDIR
+from components.trainer_command.launch_shape import per_rank_batch
 
 # --------------------------------------------------------------------------- training
 
@@ -88,13 +89,7 @@ class DataConfig(StrictModel):
 
     def rank_batch_size(self, world_size: int, where: str) -> int:
         """Examples per step on one rank of `world_size`; ConfigError when the global batch does not divide."""
-        if self.per_rank_batch_size is not None:
-            return self.per_rank_batch_size
-        if self.global_batch_size % world_size:
-            raise ConfigError(f"{where}.global_batch_size: {self.global_batch_size} is not divisible by the "
-                              f"world size {world_size}; use a multiple of {world_size} or set "
-                              f"{where}.per_rank_batch_size instead")
-        return self.global_batch_size // world_size
+        return per_rank_batch(self.global_batch_size, self.per_rank_batch_size, world_size, where)
 
     def global_batch(self, world_size: int) -> int:
         """Examples per step over all `world_size` ranks."""

@@ -22,6 +22,31 @@ SPLITS = (("train_data", "train_data"), ("validation_data", "validation_data"))
 DEFAULT_GLOBAL_BATCH = 128  # components.train.config.DataConfig.global_batch_size
 
 
+def processes_per_node(procs_per_worker: int, gpus_per_worker: int) -> int:
+    """Training processes on one node: as asked, or (0) one per GPU, one on a node without GPUs.
+
+    The one home of that rule: the launcher's spec and the pipeline's shard count both use it.
+    """
+    return procs_per_worker or gpus_per_worker or 1
+
+
+def per_rank_batch(global_batch: int, per_rank: int | None, world_size: int, section: str,
+                   context: str = "") -> int:
+    """Examples per step on one of `world_size` ranks; ConfigError when the global batch does not divide.
+
+    `section` is the config section ("train_data"); `context` prefixes the message (the launcher
+    names the file and the launch shape). Shared by the trainer's config model and the
+    torch-free launcher, so both refuse the same shapes with the same words.
+    """
+    if per_rank is not None:
+        return per_rank
+    if global_batch % world_size:
+        raise ConfigError(
+            f"{context}{section}.global_batch_size {global_batch} is not divisible by {world_size}; use a multiple "
+            f"of {world_size} or set {section}.per_rank_batch_size (examples per rank, i.e. per GPU) instead")
+    return global_batch // world_size
+
+
 def describe(num_workers: int, procs_per_worker: int) -> str:
     return f"{num_workers * procs_per_worker} ranks ({num_workers} node(s) x {procs_per_worker} process(es))"
 
@@ -49,12 +74,9 @@ def check_launch_shape(config_path: str, flags: Mapping[str, str], num_workers: 
         if section == "train_data" and flags.get("global_batch_size"):
             settings["global_batch_size"] = int(flags["global_batch_size"])
             settings.pop("per_rank_batch_size", None)
-        if settings.get("per_rank_batch_size") is None:
-            batch = int(settings.get("global_batch_size", DEFAULT_GLOBAL_BATCH))
-            if batch % world_size:
-                raise ConfigError(
-                    f"{where}: {section}.global_batch_size {batch} is not divisible by {world_size}; use a multiple "
-                    f"of {world_size} or set {section}.per_rank_batch_size (examples per GPU) instead")
+        per_rank = settings.get("per_rank_batch_size")
+        per_rank_batch(int(settings.get("global_batch_size", DEFAULT_GLOBAL_BATCH)),
+                       None if per_rank is None else int(per_rank), world_size, section, f"{where}: ")
         count = (shards or {}).get(section)
         if count is not None and count < world_size:
             raise ConfigError(

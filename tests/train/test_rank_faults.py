@@ -80,7 +80,8 @@ def test_a_rank_out_of_data_stops_every_rank_with_the_same_error(tmp_path):
 
 def test_gcs_resume_is_agreed_and_leaves_no_staging_copy_on_any_rank(tmp_path, gcs_bucket):
     """Rank 1's listing lags a step behind; rank 0's choice holds. Every rank's staging area
-    (one per rank here, as on separate nodes) is empty after saves, prunes and a resume."""
+    (one per rank here, as on separate nodes) is empty after saves, prunes and a resume, and
+    each rank downloaded the resumed checkpoint once."""
     save_dir = storage.join(gcs_bucket, "run")
     spool = tmp_path / "spool"
     common = {"checkpoint_every_n": 5, "checkpoint_max_to_keep": 2, "num_eval_steps": 0}
@@ -89,9 +90,17 @@ def test_gcs_resume_is_agreed_and_leaves_no_staging_copy_on_any_rank(tmp_path, g
     assert [done.returncode for done in first] == [0, 0], [done.stdout[-3000:] for done in first]
     assert checkpoint.committed_steps(save_dir) == [5, 10]
     second, result, _ = run_ranks(tmp_path, "second", tiny_config_data(save_dir, steps=15, **common),
-                                  f"--spool_per_rank={spool}", "--stale_listing", "--pg_timeout_s=60")
+                                  f"--spool_per_rank={spool}", "--stale_listing", "--pg_timeout_s=60",
+                                  "--count_downloads")
     assert [done.returncode for done in second] == [0, 0], [done.stdout[-3000:] for done in second]
-    assert [(r["resumed_from"], r["step"]) for r in rank_results(result)] == [(10, 15), (10, 15)]
+    results = rank_results(result)
+    assert [(r["resumed_from"], r["step"]) for r in results] == [(10, 15), (10, 15)]
+    # A staging directory per rank (separate nodes): each rank fetches the whole checkpoint once.
+    # (tests/train/test_checkpoint_download.py: ranks sharing one fetch it once between them.)
+    resumed = checkpoint.step_dir(save_dir, 10)
+    whole = sum(storage.size(uri) for uri in storage.list_uris(resumed))
+    assert [sum(n for uri, n in r["downloaded"].items() if uri.startswith(resumed + "/")) for r in results] \
+        == [whole, whole]
     assert checkpoint.committed_steps(save_dir) == [10, 15]
     for rank in range(2):
         assert list((spool / f"rank{rank}" / "recap-checkpoints").iterdir()) == []

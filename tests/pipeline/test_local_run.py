@@ -118,6 +118,7 @@ def test_killed_convert_then_a_rerun_through_storage_faults_ends_with_a_blessed_
                           enable_caching=True)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     assert killed and not first.succeeded and first.failed_tasks[0] == "convert", first.failed_tasks
+    assert "ended without an error message (killed?)" in first.failure.reason, first.failure
     assert not [u for u in _tree(root) if u.endswith("_MANIFEST.json")], "convert published a split"
 
     caplog.set_level(logging.INFO)

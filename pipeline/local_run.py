@@ -102,6 +102,10 @@ _REASON = re.compile(r"^(?:pipeline stopped by data validation: .+|(?:[\w.]+\.)?
                      r"Exception|Exit|Dependency)(?:: .+)?|recap \S+: error: .+)$")
 
 
+# A progress line of our logging or of the KFP executor: not a reason, even when it is the last line.
+_PROGRESS = re.compile(r"^(?:\[KFP Executor [^\]]* (?:DEBUG|INFO|WARNING)\]:|\S+ \S+ (?:DEBUG|INFO|WARNING) \S+: )")
+
+
 def failure_reason(log_text: str) -> str:
     """The one line of a failed step's log that says why it failed."""
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]
@@ -109,6 +113,8 @@ def failure_reason(log_text: str) -> str:
     for line in reversed(lines):
         if _REASON.match(line):
             return re.sub(r"^components\.common\.errors\.", "", line)
+    if lines and _PROGRESS.match(lines[-1]):  # a process killed mid-work (a preempted pod) says nothing
+        return f"the step's process ended without an error message (killed?); its last line: {lines[-1]}"
     return lines[-1] if lines else "(the step printed nothing)"
 
 

@@ -89,6 +89,12 @@ def log_scalars(metrics: Any, values: dict[str, Any]) -> None:
             value = int(value)
         if isinstance(value, int | float) and value == value and abs(value) != float("inf"):
             metrics.log_metric(key, float(value))
+    if metrics.uri and "://" not in metrics.uri:
+        # Also as the artifact's file: kfp.local's cache counts an output whose local file is
+        # missing as a miss, so without it a rerun would redo validate instead of reusing it.
+        os.makedirs(os.path.dirname(metrics.path) or ".", exist_ok=True)
+        with open(metrics.path, "w") as handle:
+            json.dump(metrics.metadata, handle, indent=2, sort_keys=True)
 
 
 def log_classification(artifact: Any, classification: dict[str, Any], task: str = "") -> str:

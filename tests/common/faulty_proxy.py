@@ -3,7 +3,12 @@
 It sits between the storage client and the GCS emulator to prove the retry policy: every
 fault is either a 503 the emulator never saw, or a request the emulator executed whose
 response is then lost (the hard case: the client must retry an operation that may have
-happened).
+happened). An outage, on top of that: every request fails with 503 for `outage_s` seconds from
+the first request `outage_when(method, target)` picks (e.g. the first shard upload of a step),
+long enough to outlast the client's retries. `on_request(method, target)` is called before each
+request is answered (e.g. to kill a step's process in the middle of its first shard upload).
+`target` is the request's path and query and, for uploads, the start of the body (a multipart
+upload names its object there).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import http.client
 import random
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -19,8 +26,13 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection
 
 
 class FaultyProxy:
-    def __init__(self, upstream: str, fault_rate: float, seed: int = 0, drop_share: float = 0.5) -> None:
+    def __init__(self, upstream: str, fault_rate: float, seed: int = 0, drop_share: float = 0.5,
+                 outage_s: float = 0.0, outage_when: Callable[[str, str], bool] | None = None,
+                 on_request: Callable[[str, str], None] | None = None) -> None:
         self.upstream = urlsplit(upstream)
+        self.outage_s, self.outage_when = outage_s, outage_when
+        self.outage_started: float | None = None
+        self.on_request = on_request
         self.fault_rate = fault_rate
         self.drop_share = drop_share
         self.random = random.Random(seed)
@@ -37,7 +49,10 @@ class FaultyProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy.draw_fault()
+                target = self.path + body[:2048].decode("latin-1")
+                if proxy.on_request is not None:
+                    proxy.on_request(self.command, target)
+                fault = proxy.draw_fault(self.command, target)
                 if fault == "503":
                     payload = b'{"error": {"code": 503, "message": "injected"}}'
                     self.send_response(503)
@@ -72,8 +87,14 @@ class FaultyProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def draw_fault(self) -> str:
+    def draw_fault(self, method: str = "GET", path: str = "") -> str:
         with self.lock:
+            now = time.monotonic()
+            if self.outage_started is None and self.outage_when is not None and self.outage_when(method, path):
+                self.outage_started = now
+            if self.outage_started is not None and now - self.outage_started < self.outage_s:
+                self.counts["outage"] += 1
+                return "503"
             roll = self.random.random()
             fault = "ok"
             if roll < self.fault_rate * (1 - self.drop_share):

@@ -89,3 +89,47 @@ def test_a_data_error_in_convert_fails_the_dag_within_10_s_of_the_steps_start(tm
     published = [u for u in storage.list_uris(str(root)) if "/kfp/" not in u]
     assert published == []  # no shard, no manifest
 
+
+
+def test_a_data_error_in_train_fails_the_dag_at_the_first_batch(tmp_path, capsys):
+    """A published training split whose labels break the contract (converted with --skip-checks): the
+    trainer's reader stops at the first batch, the DAG ends without a retry; how long after the
+    train step's start is mostly the trainer's start-up (torch, torchrec, TensorFlow imports)."""
+    import shutil
+
+    from components.common.schema import load_schema
+    from components.convert import ConvertSettings
+    from components.convert import run as convert
+
+    raw = tmp_path / "raw"
+    generate("local", str(raw), rows=400, files=1, seed=4)
+    bad_raw = tmp_path / "bad-raw"
+    shutil.copytree(raw, bad_raw)
+    (bad_raw / "_MANIFEST.json").unlink()
+    labels_0_to_9(next(bad_raw.glob("*.parquet")))
+    bad = tmp_path / "bad"
+    convert(str(bad_raw), load_schema("local"), str(bad), ConvertSettings(shards=4, workers=1, check_values=False))
+    kfp_root, root = tmp_path / "kfp", tmp_path / "root"
+
+    def swap_training_split() -> None:
+        split = next(root.glob("*/tfrecords/train"))
+        shutil.rmtree(split)
+        shutil.copytree(bad / "train", split)
+
+    stop = threading.Event()
+    watcher = when_done(kfp_root, "convert", swap_training_split, stop)
+    code = main(["pipeline", "run", "--raw", str(raw), "--root", str(root), "--pipeline-root", str(kfp_root),
+                 "--num-train-steps", "2", "--summary"])
+    ended = time.time()
+    stop.set()
+    watcher.join(timeout=5)
+
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert re.search(r"failed step: +train\n", out), out
+    reason = re.search(r"reason: +(.+)\n", out).group(1)
+    assert re.search(rf"part-\d+-of-\d+\.tfrecord\.gz: record \d+: column '{LABEL}' .*\[label_not_binary\]", reason), \
+        reason
+    log = re.search(r"step log: +(\S+)", out).group(1)
+    print(f"train started -> DAG ended: {ended - step_start(log):.1f} s")
+    assert not list(root.glob("train-*/model/model")), "a model was exported"

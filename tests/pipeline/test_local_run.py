@@ -1,9 +1,10 @@
 """The whole DAG on this machine through kfp.local: a corrupted input stops at validation;
-good data on gs:// (the GCS emulator) ends with a blessed, pushed model."""
+good data on gs:// (the GCS emulator behind a fault proxy) ends with a blessed, pushed model."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from components.cli import main
 from components.common import storage
 from components.datagen.generate import generate
 from pipeline.local_run import run_local
+from pipeline.runtime import STEP_BACKOFF_ENV
+from tests.common.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
 
@@ -75,15 +78,77 @@ def test_summary_of_a_failed_run_names_the_step_its_reason_and_its_log(tmp_path,
     assert seconds < 60  # one pass through validate and the gate, no retries (~6 s on an idle machine)
 
 
-def test_full_dag_on_gcs_ends_with_a_blessed_pushed_model(gcs_bucket, tmp_path):
+def kill_step(marker: str = "executor_main") -> list[int]:
+    """SIGKILL the running kfp.local step (every process of it), as a preempted pod dies."""
+    import psutil
+
+    steps = [p for p in psutil.Process().children(recursive=True) if marker in " ".join(p.cmdline())]
+    victims = {p.pid: p for step in steps for p in (step, *step.children(recursive=True))}
+    for process in victims.values():
+        process.kill()
+    return sorted(victims)
+
+
+def test_killed_convert_then_a_rerun_through_storage_faults_ends_with_a_blessed_pushed_model(
+        gcs_emulator, gcs_bucket, tmp_path, monkeypatch, caplog):
+    """The transient faults of docs/architecture.md "Retries", on gs:// (the GCS emulator):
+
+    1. convert's process is killed in its first shard upload (a preempted pod): no KFP retry for
+       a data step, so the run fails at convert with nothing published, and
+    2. the rerun reuses validate's cached outputs while every step talks to GCS through the fault
+       proxy: 3% of requests answered 503 or dropped after the emulator executed them (the storage
+       client retries each), and a 1.5 s outage from convert's first shard upload, longer than the
+       client's 4 retries, so convert gives up with a transient error and reruns its work
+       (pipeline.runtime.retry_transient). The run ends as it would without faults."""
+    import logging
+
     raw = f"{gcs_bucket}/raw"
-    generate("local", raw, rows=20000, files=2, seed=0)
-    root = f"{gcs_bucket}/recap"
+    generated = generate("local", raw, rows=20000, files=2, seed=0)
+    root, kfp_root = f"{gcs_bucket}/recap", str(tmp_path / "kfp")
+    first_shard_upload = lambda method, path: method == "POST" and "tfrecord" in path  # noqa: E731
+    killed: list[int] = []
 
-    run = run_local(raw, root, "configs/local.yaml", num_train_steps=60, pipeline_root=str(tmp_path / "kfp"))
+    def preempt(method: str, path: str) -> None:
+        if not killed and first_shard_upload(method, path):
+            killed.extend(kill_step())
 
-    assert run.succeeded, run.failed_tasks
-    assert run.validation_passed is True and run.blessed is True
+    with FaultyProxy(gcs_emulator, fault_rate=0.0, on_request=preempt) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)  # the steps' subprocesses inherit it
+        first = run_local(raw, root, "configs/local.yaml", num_train_steps=60, pipeline_root=kfp_root,
+                          enable_caching=True)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    assert killed and not first.succeeded and first.failed_tasks[0] == "convert", first.failed_tasks
+    assert "ended without an error message (killed?)" in first.failure.reason, first.failure
+    assert not [u for u in _tree(root) if u.endswith("_MANIFEST.json")], "convert published a split"
+
+    caplog.set_level(logging.INFO)
+    with FaultyProxy(gcs_emulator, fault_rate=0.03, seed=5, outage_s=1.5, outage_when=first_shard_upload) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        monkeypatch.setenv("RECAP_STORAGE_RETRIES", "4")  # the client's retries: at most 0.7 s of sleeps
+        monkeypatch.setenv(STEP_BACKOFF_ENV, "3")  # a step's rerun waits for the outage to pass
+        storage._clients.clear()
+        try:
+            run = run_local(raw, root, "configs/local.yaml", num_train_steps=60, pipeline_root=kfp_root,
+                            enable_caching=True)
+        finally:
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+            storage._clients.clear()
+
+    assert run.succeeded, (run.failed_tasks, run.failure)
+    assert "Task validate cache hit" in caplog.text  # the rerun did not redo what had succeeded
+    assert proxy.counts["503"] > 0 and proxy.counts["drop"] > 0 and proxy.counts["outage"] >= 4, proxy.counts
+    convert_log = (Path(run.logs_dir) / "convert.log").read_text()
+    assert "convert: transient fault (attempt 1/3), retrying" in convert_log, convert_log[-3000:]
+    objects = _tree(root)
+    splits = [storage.parent(u) for u in objects if u.endswith("/_MANIFEST.json") and "/tfrecords/" in u]
+    assert len(splits) == 2, splits
+    for split in splits:  # convert's failed attempt left no shard beside the listed ones
+        listed = {f["path"] for f in storage.read_json(storage.join(split, "_MANIFEST.json"))["files"]}
+        assert {storage.relative_to(u, split) for u in objects if u.startswith(split + "/") and
+                not u.endswith("_MANIFEST.json")} == listed
+    records = sum(storage.read_json(storage.join(split, "_MANIFEST.json"))["total_records"] for split in splits)
+    assert records == generated.rows  # every row converted once
+    assert first.validation_passed is True and run.blessed is True  # the rerun's validate is the cached one
     objects = _tree(root)
     assert any(u.endswith(".tfrecord.gz") or ".tfrecord" in u for u in objects), objects[:10]
     assert any(u.endswith("train/_MANIFEST.json") for u in objects)

@@ -37,3 +37,11 @@ def test_reason_of_the_validation_gate_and_of_an_unknown_crash():
     gate = "    2 validation error(s) in /raw; first: ...\n    pipeline stopped by data validation: 2 validation error(s)\n"
     assert failure_reason(gate) == "pipeline stopped by data validation: 2 validation error(s)"
     assert failure_reason("working\nSegmentation fault (core dumped)\n") == "Segmentation fault (core dumped)"
+
+
+def test_a_step_killed_mid_work_is_not_blamed_on_its_last_progress_line():
+    killed = ("    [KFP Executor 2026-12-02 08:00:59,948 INFO]: convert input=gs://b/raw files=2 rows=20000\n"
+              "    2026-12-02 08:00:59,948 INFO components.convert.convert: convert input=gs://b/raw files=2\n")
+    reason = failure_reason(killed)
+    assert reason.startswith("the step's process ended without an error message (killed?); its last line: ")
+    assert reason.endswith("INFO components.convert.convert: convert input=gs://b/raw files=2")

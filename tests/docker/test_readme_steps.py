@@ -70,17 +70,26 @@ def runs(images, tmp_path_factory):
         line for line in block.replace("\\\n", " ").splitlines() if not line.startswith("recap ")))
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(containers), "DOCKER_HOST": os.environ["DOCKER_HOST"]}
     as_user = ["setpriv", f"--reuid={USER}", f"--regid={USER}", f"--groups={socket_gid}"]
-    result = subprocess.run([*as_user, "bash", "-euo", "pipefail", "-c", script], cwd=containers, env=env,
-                            capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stderr[-4000:]
-
     data = venv / "runs" / "local"
     shutil.copytree(containers / "runs" / "local" / "raw", data / "raw")
-    for target, args in step_commands(block):
-        step = "train" if target == "train-cpu" else target
-        args = [a.replace("/data", str(data)) for a in args]
-        done = subprocess.run([str(RECAP), step, *args], cwd=REPO, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"venv {step}: {done.stderr[-3000:]}"
+    # The containers and the venv steps side by side: each chain runs one step at a time, mostly on
+    # one core, and they share nothing but the generated files (copied above). The containers' output
+    # goes to a file, so a full pipe never stalls them.
+    log = venv / "containers.log"
+    with open(log, "w") as out, subprocess.Popen([*as_user, "bash", "-euo", "pipefail", "-c", script],
+                                                 cwd=containers, env=env, stdout=out, stderr=out) as in_containers:
+        try:
+            for target, args in step_commands(block):
+                step = "train" if target == "train-cpu" else target
+                args = [a.replace("/data", str(data)) for a in args]
+                done = subprocess.run([str(RECAP), step, *args], cwd=REPO, capture_output=True, text=True,
+                                      timeout=900)
+                assert done.returncode == 0, f"venv {step}: {done.stderr[-3000:]}"
+            in_containers.wait(timeout=1800)
+        finally:
+            if in_containers.poll() is None:
+                in_containers.kill()
+    assert in_containers.returncode == 0, log.read_text()[-4000:]
     yield containers / "runs" / "local", data
     shutil.rmtree(containers, ignore_errors=True)
 

@@ -25,7 +25,7 @@ from components.launch.local import free_port
 pytestmark = pytest.mark.integration
 tf = pytest.importorskip("tensorflow")
 
-STEPS = 400  # long enough that a fault lands mid-training (each step is a few ms)
+STEPS = 100  # enough that a fault after the first checkpoint (step 10) lands mid-training
 
 
 @pytest.fixture(scope="module")

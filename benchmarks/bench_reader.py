@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,10 +40,23 @@ def batch_bytes(batch) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process only: never the GCS emulator's, though it is our child process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def read_rate(split: str, schema, reads, rows: int, batch_size: int = 512):
-    """(Measured, bytes per row to the device) of our reader over `split`."""
-    from benchmarks.bench_convert import Measured, _cpu
+    """(Measured, bytes per row to the device) of our reader over `split`.
+
+    Local shards are verified (sha256) once per read, before the first batch: in the warm-up, so not
+    in this rate (see verify_rate). gs:// shards are downloaded and verified again every epoch, so a
+    gs:// rate over one epoch's rows includes that work.
+    """
+    from benchmarks.bench_convert import Measured
     from components.records.reader import ReaderOptions, read_batches
+
+    _cpu = _own_cpu
 
     batches = read_batches(split, schema, ReaderOptions(batch_size=batch_size, repeat=True, reads=reads))
     device = 0
@@ -54,6 +68,23 @@ def read_rate(split: str, schema, reads, rows: int, batch_size: int = 512):
     measured = Measured(seen, time.perf_counter() - start, _cpu() - cpu)
     batches.close()
     return measured, device
+
+
+def verify_rate(split: str) -> float:
+    """Rows per CPU-second of verifying a local split's shards against its manifest (size, sha256)."""
+    from components.common import storage
+    from components.common.manifest import read_manifest, verify_file
+
+    manifest, directory = read_manifest(split)
+    cpu = _own_cpu()
+    for entry in manifest.files:
+        verify_file(storage.join(directory, entry.path), entry)
+    return manifest.total_records / max(_own_cpu() - cpu, 1e-9)
+
+
+def one_pass(cpu_rate: float, verify: float) -> float:
+    """Rows per CPU-second of a read that verifies every shard once (a single pass over the data)."""
+    return 1.0 / (1.0 / cpu_rate + 1.0 / verify)
 
 
 def storage_bytes_per_row(split: str) -> float:
@@ -109,6 +140,7 @@ def measure_layouts(raw: Path, root: Path, rows: int, repeats: int, gcs: bool = 
             run(str(raw), schema, str(out), ConvertSettings(shards=4, workers=1, eval_fraction=0.0, **settings, **extra))
         splits[name] = str(out / "train")
     results: dict[str, list] = {}
+    verifies: dict[str, list[float]] = {}
     gcs_rows: dict[str, list] = {"local": [], "gs://": []}
     emulator = None
     packed = splits[LAYOUTS[-1][0]]
@@ -123,6 +155,7 @@ def measure_layouts(raw: Path, root: Path, rows: int, repeats: int, gcs: bool = 
         for _ in range(repeats):
             for name, _, model_only in LAYOUTS:
                 results.setdefault(name, []).append(read_rate(splits[name], schema, reads if model_only else None, rows))
+                verifies.setdefault(name, []).append(verify_rate(splits[name]))
             if gcs:
                 gcs_rows["gs://"].append(read_rate("gs://bench-reader/train", schema, reads, rows))
                 gcs_rows["local"].append(read_rate(packed, schema, reads, rows))
@@ -134,16 +167,25 @@ def measure_layouts(raw: Path, root: Path, rows: int, repeats: int, gcs: bool = 
     before = max(results[LAYOUTS[0][0]], key=lambda r: r[0].cpu_rate)[0]
     for name, _, _ in LAYOUTS:
         measured, device = max(results[name], key=lambda r: r[0].cpu_rate)
+        verify = max(verifies[name])
         target = ">= 50,000" if name.startswith("packed, none") else ""
         lines.append(f"| {name} | {measured.rate:,.0f} | {measured.cpu_rate:,.0f} | "
-                     f"{measured.cpu_rate / before.cpu_rate:.1f}x | {storage_bytes_per_row(splits[name]):,.0f} | "
+                     f"{measured.cpu_rate / before.cpu_rate:.1f}x | {verify:,.0f} | "
+                     f"{one_pass(measured.cpu_rate, verify):,.0f} | {storage_bytes_per_row(splits[name]):,.0f} | "
                      f"{device:,.0f} | {target} |")
     if gcs:
-        local = max(gcs_rows["local"], key=lambda r: r[0].rate)[0]
-        remote = max(gcs_rows["gs://"], key=lambda r: r[0].rate)[0]
-        lines.append(f"| packed, none, from gs:// (GCS emulator) | {remote.rate:,.0f} | {remote.cpu_rate:,.0f} | "
-                     f"{remote.rate / local.rate:.0%} of local wall rate ({local.rate:,.0f} rows/s in the same "
-                     f"rounds) | | | >= 80% of local |")
+        # Against the local rate of the same rounds, verification included on both sides: every
+        # gs:// epoch downloads and verifies its shards again, a local read verifies once per read.
+        local = max(gcs_rows["local"], key=lambda r: r[0].cpu_rate)[0]
+        remote = max(gcs_rows["gs://"], key=lambda r: r[0].cpu_rate)[0]
+        local_wall = max(gcs_rows["local"], key=lambda r: r[0].rate)[0]
+        remote_wall = max(gcs_rows["gs://"], key=lambda r: r[0].rate)[0]
+        local_pass = one_pass(local.cpu_rate, max(verifies[LAYOUTS[-1][0]]))
+        lines.append(f"| packed, none, from gs:// (GCS emulator) | {remote_wall.rate:,.0f} "
+                     f"({remote_wall.rate / local_wall.rate:.0%} of local's {local_wall.rate:,.0f}) | "
+                     f"{remote.cpu_rate:,.0f} (download and verification included) | | | "
+                     f"**{remote.cpu_rate / local_pass:.0%}** of local's {local_pass:,.0f} | | | "
+                     f">= 80% of local (judged on rows per CPU-s of the reader's process) |")
     return lines
 
 
@@ -154,13 +196,21 @@ def table(lines: list[str], rows: int, repeats: int) -> str:
         f"Our reader (`read_batches`, batch 512, shuffled, shards verified) over {rows} rows per run after "
         f"3 warm-up batches, best of {repeats} interleaved runs; the same random prod-shaped rows converted "
         "into each layout (4 shards). CPU = this process's user+system time, every TensorFlow and fetch thread "
-        "included; 'to the device' = bytes of the batch's tensors per row. The gs:// row reads the packed "
-        "split through the GCS emulator, a Python HTTP server on this machine whose CPU is not counted. "
+        "included; 'to the device' = bytes of the batch's tensors per row. A local read verifies each shard "
+        "(size, sha256) once, before its first batch, so the timed rows after the warm-up do not pay for it: "
+        "'verification alone' measures that cost and 'one pass' adds it back, as a single pass over a "
+        "large dataset pays it. The gs:// row reads the packed split through the GCS emulator; every gs:// "
+        "epoch downloads and verifies its shards again (a bounded cache), so its rows per CPU-s include "
+        "both. The target is judged on the reader process's rows per CPU-second against local's one-pass "
+        "rate: the emulator is a Python HTTP server sharing these 2 cores, standing in for GCS servers "
+        "whose CPU is not ours, so the wall rate mostly measures the emulator (wall rates are shown too). "
         f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at the end "
         f"{os.getloadavg()[0]:.1f}).",
         "",
-        "| layout | rows/s (wall) | rows per CPU-s | vs before | bytes/row on storage | bytes/row to the device | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| layout | rows/s (wall) | rows per CPU-s, shards verified already | vs before | verification alone, rows "
+        "per CPU-s | rows per CPU-s, one pass verifying every shard | bytes/row on storage "
+        "| bytes/row to the device | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         *lines,
         "",
         "`python -m benchmarks.bench_reader` (a few minutes).",

@@ -13,7 +13,7 @@ Every measurement runs in a child process of its own (its peak RSS is its own):
     burst of load from other jobs does not decide the bf16/fp32 ratio;
 (c) the input pipeline alone: the trainer's reader over prod-shaped gzip TFRecords;
 (e) end to end: one model per precision fed by the real reader from packed shards on disk and by
-    the same reader's batches held in memory, in alternating blocks of steps in one process;
+    the same reader's batches held in memory, taken in turn, step by step, in one process;
     wall and CPU-seconds per step, the reader's CPU, peak RSS (results/train_e2e.md);
 (d) held-out AUROC of the local model trained fp32 vs bf16 autocast on the same data, and fp32
     vs fp32 from another seed: the spread a per-task gap should be read against.
@@ -182,9 +182,9 @@ def native_bf16() -> bool:
 
 
 def child_e2e(precision: str, data: str, steps: int, rounds: int, warmup: int = 2) -> dict:
-    """One model, fed in alternating blocks of `steps` steps by the real reader from shards on disk
-    (`disk`) and by 4 of the same reader's batches held in memory (`memory`): memory, disk in round 0,
-    disk, memory in round 1, and so on. Both sources share the process, its load and its caches, so
+    """One model, fed step by step in turn by the real reader from shards on disk (`disk`) and by 4 of
+    the same reader's batches held in memory (`memory`), `steps` pairs per round: memory first in
+    round 0, disk first in round 1, and so on. Both sources share the process, its load and its caches, so
     their ratio is not a comparison of two processes started minutes apart. Per step: wall time
     (taking the batch included), CPU-seconds of the whole process, and the reader's share of them."""
     import itertools
@@ -234,12 +234,14 @@ def child_e2e(precision: str, data: str, steps: int, rounds: int, warmup: int = 
             run["take"].append(take)
             run["reader_cpu"].append(reader)
 
+    if precision != "fp32" and not native_bf16():
+        warmup = 1  # an emulated bf16 step costs ~30 CPU-s; one warms the caches as well as two
     for name in ("memory", "disk"):
         for _ in range(warmup):
             step(name, record=False)
-    for index in range(rounds):
-        for name in (("memory", "disk") if index % 2 == 0 else ("disk", "memory")):
-            for _ in range(steps):
+    for index in range(rounds):  # step by step, alternating, so a swing in the load falls on both
+        for _ in range(steps):
+            for name in (("memory", "disk") if index % 2 == 0 else ("disk", "memory")):
                 step(name, record=True)
     disk.close()
     out = {"peak_rss_gb": _peak_rss_gb(), "rss_start_gb": rss_start, "rss_after_model_gb": rss_model,
@@ -269,14 +271,14 @@ def prepare_e2e_data(rows: int, root: Path) -> str:
     return str(root / "packed" / "train")
 
 
-def e2e_lines(rounds: int, steps: int, rows: int) -> list[str]:
+def e2e_lines(rounds: int, steps: int, rows: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[str]:
     """End to end (reader from disk) against in-memory batches, fp32 and bf16, one process per precision
-    with the two sources in alternating blocks (child_e2e)."""
+    with the two sources taken in turn, step by step (child_e2e)."""
     with tempfile.TemporaryDirectory(prefix="bench-e2e-data-") as tmp:
         data = prepare_e2e_data(rows, Path(tmp))
         results = {}
-        for precision in ("fp32", "bf16"):
-            # Without bf16 in hardware a bf16 step is ~50x an fp32 one: one step per block there.
+        for precision in precisions:
+            # Without bf16 in hardware a bf16 step is ~50x an fp32 one: one pair per round there.
             blocks = steps if precision == "fp32" or run_child("bf16-native")["native_bf16"] else 1
             results[precision] = run_child("e2e", precision, data, str(blocks), str(rounds))
     return [e2e_row(precision, result) for precision, result in results.items()]
@@ -285,7 +287,7 @@ def e2e_lines(rounds: int, steps: int, rows: int) -> list[str]:
 def e2e_row(precision: str, result: dict) -> str:
     memory, disk = result["memory"], result["disk"]
     name = precision if precision == "fp32" or result["native_bf16"] else f"{precision} (emulated: no bf16 in this CPU)"
-    return (f"| {name} | {result['steps']} x {2 * result['rounds']} | {memory['examples_per_s']:.1f} | "
+    return (f"| {name} | {result['steps'] * result['rounds']} ({result['steps']} x {result['rounds']}) | {memory['examples_per_s']:.1f} | "
             f"{disk['examples_per_s']:.1f} | {disk['examples_per_s'] / memory['examples_per_s']:.0%} | "
             f"{memory['cpu_s_per_step']:.2f} / {disk['cpu_s_per_step']:.2f} | "
             f"{memory['cpu_s_per_step'] / disk['cpu_s_per_step']:.0%} | {disk['reader_cpu_ms']:.1f} | "
@@ -344,8 +346,8 @@ def e2e_text(lines: list[str], args: argparse.Namespace) -> str:
         "",
         f"configs/prod.yaml's model, 1 process, {THREADS} torch threads, global batch 128; {args.e2e_rows} "
         "datagen prod rows converted to the packed layout for this model (4 shards, uncompressed). One "
-        "process per precision trains one model from two sources in alternating blocks of steps (memory, "
-        "disk, disk, memory, ...), after 2 warm-up steps from each: `disk` takes every batch from "
+        "process per precision trains one model from two sources taken in turn, step by step (rounds of "
+        "memory, disk pairs, then disk, memory pairs), after 2 warm-up steps from each: `disk` takes every batch from "
         "`read_batches` (verification, tf.data, decode, torch tensors; TensorFlow capped to the rank's CPU "
         "share), `memory` cycles 4 batches of the same reader held in memory. Both share the process, its "
         "load and its caches. Per source: median step (taking the batch included) as examples/s, and "
@@ -356,7 +358,7 @@ def e2e_text(lines: list[str], args: argparse.Namespace) -> str:
         f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at the end "
         f"{os.getloadavg()[0]:.1f}).",
         "",
-        "| precision | steps per block x blocks | in memory, examples/s | from disk, examples/s | disk / memory (wall) "
+        "| precision | steps per source (pairs per round x rounds) | in memory, examples/s | from disk, examples/s | disk / memory (wall) "
         "| CPU-s per step memory / disk | disk / memory (CPU) | reader CPU per disk step (ms) "
         "| taking a disk batch (ms, wall) | peak RSS (GB) | RSS after the model / after the reader starts (GB) "
         "| target |",
@@ -378,7 +380,8 @@ def main() -> None:
     parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end section (results/train_e2e.md)")
     parser.add_argument("--e2e-rows", type=int, default=1500, help="prod-shaped rows converted for the end-to-end runs")
     parser.add_argument("--e2e-rounds", type=int, default=2, help="blocks of each source, alternating")
-    parser.add_argument("--e2e-steps", type=int, default=4, help="fp32 steps per block")
+    parser.add_argument("--e2e-steps", type=int, default=4, help="fp32 memory/disk step pairs per round")
+    parser.add_argument("--e2e-precisions", default="fp32,bf16")
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
@@ -398,7 +401,8 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    e2e = e2e_text(e2e_lines(args.e2e_rounds, args.e2e_steps, args.e2e_rows), args)
+    e2e = e2e_text(e2e_lines(args.e2e_rounds, args.e2e_steps, args.e2e_rows,
+                                tuple(args.e2e_precisions.split(","))), args)
     E2E_RESULT.write_text(e2e)
     print(e2e)
     if args.e2e_only:

@@ -343,6 +343,12 @@ class BatchBreach:
 def batch_breach(batch: RecapBatch, layout: _Layout) -> BatchBreach | None:
     """The contract's cheap per-batch checks (components.common.contract): labels in {0, 1}, finite
     embeddings; continuous NaN/inf are allowed (the model zeroes them). None when the batch passes."""
+    import numpy as np
+
+    labels = batch.labels.numpy()  # numpy: torch's parallel ops would wake the trainer's threads
+    if ((labels == 0) | (labels == 1)).all() and all(
+            np.isfinite(values.numpy()).all() for values in batch.embeddings.values()):
+        return None  # the common case, one pass per tensor; the per-column rules below name a breach
     checks = [(spec, batch.labels[:, index].numpy(), contract.domain_breach) for index, spec in
               enumerate(layout.label_specs)]
     checks += [(spec, batch.embeddings[name].numpy(), contract.finiteness_breach)

@@ -4,7 +4,13 @@ import pytest
 
 from components.common import storage
 from components.common.errors import DataError, StorageError
-from components.common.manifest import ManifestFile, read_manifest, verify_manifest, write_manifest
+from components.common.manifest import (
+    ManifestFile,
+    read_manifest,
+    sha256_of,
+    verify_manifest,
+    write_manifest,
+)
 
 
 def publish(directory: str, names: list[str]) -> list[ManifestFile]:
@@ -29,6 +35,15 @@ def test_round_trip_and_verify(storage_root: str) -> None:
     verify_manifest(manifest, directory, check_sha256=True)
     # the manifest file itself is an accepted location too
     assert read_manifest(storage.join(directory, "_MANIFEST.json"))[0] == manifest
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 << 20])
+def test_sha256_of_is_the_writers_hash_for_any_size(storage_root: str, size: int) -> None:
+    # local files are hashed through an mmap (which cannot map an empty file), gs:// in chunks
+    uri = storage.join(storage_root, f"blob-{size}")
+    with storage.open_write(uri) as out:
+        out.write(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    assert sha256_of(uri) == out.sha256
 
 
 def test_missing_manifest_means_incomplete(storage_root: str) -> None:

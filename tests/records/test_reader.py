@@ -289,18 +289,24 @@ def test_labels_outside_0_1_fail_the_read_naming_shard_record_and_column(tmp_pat
         list(read_batches(str(split), SCHEMA, ReaderOptions(batch_size=16)))
 
 
-def test_a_non_finite_embedding_fails_the_read_naming_shard_record_and_column(tmp_path):
+def inf_in_embedding(row: int, element: int = 3):
+    """A table edit: the first embedding's `element` of `row` set to inf (raw data convert would refuse)."""
     import pyarrow as pa
 
     spec = SCHEMA.embeddings[0]
 
-    def inf_row_7(table):
+    def edit(table):
         values = table.column(spec.column).combine_chunks().flatten().to_numpy(zero_copy_only=False).copy()
-        values[7 * spec.length + 3] = np.inf
+        values[row * spec.length + element] = np.inf
         array = pa.FixedSizeListArray.from_arrays(pa.array(values, type=spec.arrow_value_type), spec.length)
         return table.set_column(table.schema.get_field_index(spec.column), spec.column, array)
 
-    split = _converted_unchecked(tmp_path, inf_row_7)
+    return edit
+
+
+def test_a_non_finite_embedding_fails_the_read_naming_shard_record_and_column(tmp_path):
+    spec = SCHEMA.embeddings[0]
+    split = _converted_unchecked(tmp_path, inf_in_embedding(7))
     with pytest.raises(DataError, match=rf"part-00000\S*: record 7: column '{spec.column}' .*inf at element 3 "
                                         rf".*\[non_finite\]"):
         list(read_batches(str(split), SCHEMA, ReaderOptions(batch_size=16, shuffle=False)))

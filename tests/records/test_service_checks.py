@@ -10,7 +10,7 @@ from components.common.errors import EXIT_CHECK_FAILED, DataError
 from components.common.schema import load_schema
 from components.records.reader import ReaderOptions, read_batches
 from components.records.service import consume, register, service_dataset
-from tests.records.test_reader import _converted_unchecked
+from tests.records.test_reader import _converted_unchecked, inf_in_embedding
 
 tf = pytest.importorskip("tensorflow")
 
@@ -57,17 +57,8 @@ def test_labels_outside_0_1_fail_naming_the_service_batch_row_and_column_with_th
 
 
 def test_a_non_finite_embedding_fails_naming_the_service_batch(tmp_path, service):
-    import pyarrow as pa
-
     spec = SCHEMA.embeddings[0]
-
-    def inf_in_row_40(table):
-        values = table.column(spec.column).combine_chunks().flatten().to_numpy(zero_copy_only=False).copy()
-        values[40 * spec.length + 3] = np.inf
-        array = pa.FixedSizeListArray.from_arrays(pa.array(values, type=spec.arrow_value_type), spec.length)
-        return table.set_column(table.schema.get_field_index(spec.column), spec.column, array)
-
-    split = _converted_unchecked(tmp_path, inf_in_row_40)
+    split = _converted_unchecked(tmp_path, inf_in_embedding(40))
     with pytest.raises(DataError, match=rf"^tf\.data service batch \d+ \(job \S+\): row \d+ .*column '{spec.column}' "
                                         rf".*inf at element 3.*\[non_finite\]$"):
         through_service(service, split)

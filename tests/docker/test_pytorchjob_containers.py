@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from components.common import storage
+from components.common.config import read_yaml
 from components.launch import LaunchSpec, TrainerArgs
 from components.launch import run as launch
 from components.launch.command import trainer_command
@@ -24,7 +25,8 @@ from components.launch.pytorchjob import build_pytorchjob, to_manifest
 from components.train import checkpoint
 from tests.docker.build_files import REPO
 
-STEPS = 300  # configs/local.yaml: a checkpoint every 100 steps
+STEPS = 300  # past configs/local.yaml's first checkpoint, so a kill after it has one to resume from
+CHECKPOINT_EVERY = read_yaml(os.path.join(REPO, "configs", "local.yaml"))["training"]["checkpoint_every_n"]
 PORT = 29871
 
 
@@ -129,7 +131,7 @@ def test_killed_master_restarts_and_resumes_from_the_last_committed_checkpoint(i
     assert (env["MASTER_ADDR"], env["RANK"], env["WORLD_SIZE"], env["PET_NNODES"]) == (f"{job}-master-0", "1", "2", "2")
     assert worker.attrs["HostConfig"]["NetworkMode"] == "host"
     assert master.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
-    assert first[0] < STEPS, "training finished before the kill: nothing to resume"
+    assert CHECKPOINT_EVERY < STEPS and first[0] < STEPS, "training finished before the kill: nothing to resume"
     os.kill(master.attrs["State"]["Pid"], signal.SIGKILL)  # the node dies (an OOM kill looks the same)
     _wait_for(lambda: _restarts(client, job) or None, deadline_s=120)
     runner.join(timeout=1200)
@@ -140,7 +142,7 @@ def test_killed_master_restarts_and_resumes_from_the_last_committed_checkpoint(i
     logs = capsys.readouterr().out
     resumed = [int(w.split("=")[1]) for line in logs.splitlines() if "resumed from committed checkpoint" in line
                for w in line.split() if w.startswith("step=")]
-    assert resumed and resumed[0] >= first[0] and resumed[0] % 100 == 0, logs[-3000:]
+    assert resumed and resumed[0] >= first[0] and resumed[0] % CHECKPOINT_EVERY == 0, logs[-3000:]
     assert checkpoint.latest_checkpoint(args.value("save_dir"))[0] == STEPS  # ends at exactly num_train_steps
     assert f"step={STEPS + 1}" not in logs
     assert storage.read_json(f"{args.value('model_dir')}/export.json")  # the chief exported the model

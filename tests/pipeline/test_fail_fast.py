@@ -60,28 +60,32 @@ def step_start(log: str) -> float:
     return start.timestamp()
 
 
+def failed_run(raw, root, kfp_root, after_step: str, fault, capsys, failing_step: str, *flags: str):
+    """`recap pipeline run --summary` with `fault` applied once `after_step` is done; asserts the
+    run failed at `failing_step` and returns (its one-line reason, its step log, when it ended)."""
+    stop = threading.Event()
+    watcher = when_done(kfp_root, after_step, fault, stop)
+    code = main(["pipeline", "run", "--raw", str(raw), "--root", str(root), "--pipeline-root", str(kfp_root),
+                 *flags, "--summary"])
+    ended = time.time()
+    stop.set()
+    watcher.join(timeout=5)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert re.search(rf"failed step: +{failing_step}\n", out), out
+    return re.search(r"reason: +(.+)\n", out).group(1), re.search(r"step log: +(\S+)", out).group(1), ended
+
+
 def test_a_data_error_in_convert_fails_the_dag_within_10_s_of_the_steps_start(tmp_path, capsys):
     raw = tmp_path / "raw"
     generate("local", str(raw), rows=400, files=1, seed=3)
     (raw / "_MANIFEST.json").unlink()  # a plain Parquet folder: convert checks values, not a manifest
     part = next(raw.glob("*.parquet"))
     kfp_root, root = tmp_path / "kfp", tmp_path / "root"
-    stop = threading.Event()
-    watcher = when_done(kfp_root, "validate", lambda: labels_0_to_9(part), stop)
-
-    code = main(["pipeline", "run", "--raw", str(raw), "--root", str(root), "--pipeline-root", str(kfp_root),
-                 "--summary"])
-    ended = time.time()
-    stop.set()
-    watcher.join(timeout=5)
-
-    out = capsys.readouterr().out
-    assert code == 1, out
-    assert re.search(r"failed step: +convert\n", out), out
-    reason = re.search(r"reason: +(.+)\n", out).group(1)
+    reason, log, ended = failed_run(raw, root, kfp_root, "validate", lambda: labels_0_to_9(part), capsys,
+                                    "convert")
     assert re.search(rf"DataError: {re.escape(str(part))}: row \d+: column '{LABEL}' has value [2-9] .*"
                      r"\[label_not_binary\]$", reason), reason
-    log = re.search(r"step log: +(\S+)", out).group(1)
     seconds = ended - step_start(log)
     print(f"convert started -> DAG ended: {seconds:.1f} s")
     assert seconds < FAIL_WITHIN_S, f"the DAG ended {seconds:.1f} s after convert started"
@@ -116,20 +120,9 @@ def test_a_data_error_in_train_fails_the_dag_at_the_first_batch(tmp_path, capsys
         shutil.rmtree(split)
         shutil.copytree(bad / "train", split)
 
-    stop = threading.Event()
-    watcher = when_done(kfp_root, "convert", swap_training_split, stop)
-    code = main(["pipeline", "run", "--raw", str(raw), "--root", str(root), "--pipeline-root", str(kfp_root),
-                 "--num-train-steps", "2", "--summary"])
-    ended = time.time()
-    stop.set()
-    watcher.join(timeout=5)
-
-    out = capsys.readouterr().out
-    assert code == 1, out
-    assert re.search(r"failed step: +train\n", out), out
-    reason = re.search(r"reason: +(.+)\n", out).group(1)
+    reason, log, ended = failed_run(raw, root, kfp_root, "convert", swap_training_split, capsys, "train",
+                                    "--num-train-steps", "2")
     assert re.search(rf"part-\d+-of-\d+\.tfrecord\.gz: record \d+: column '{LABEL}' .*\[label_not_binary\]", reason), \
         reason
-    log = re.search(r"step log: +(\S+)", out).group(1)
     print(f"train started -> DAG ended: {ended - step_start(log):.1f} s")
     assert not list(root.glob("train-*/model/model")), "a model was exported"

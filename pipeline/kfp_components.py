@@ -134,7 +134,7 @@ def train(
 
     from components.common import storage
     from components.common.logs import setup_logging
-    from components.launch import LaunchSpec, job_name
+    from components.launch import LaunchSpec, check_data, job_name
     from components.launch import run as launch
     from components.launch.spec import parse_env, passthrough_env
     from components.records.layout import EVAL_SPLIT, TRAIN_SPLIT, split_uri
@@ -162,6 +162,7 @@ def train(
     )
     shards = {section: int(tfrecords.metadata[key]) for section, key in
               (("train_data", "train_shards"), ("validation_data", "eval_shards")) if tfrecords.metadata.get(key)}
+    check_data(args, backend)  # a split that breaks the data contract fails here, before any pod
     result = launch(spec, args, backend=backend, shards=shards)
     model.metadata["framework"] = "pytorch"
     runtime.record_location(model, exported, checkpoints_uri=checkpoints,

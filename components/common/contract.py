@@ -101,6 +101,21 @@ def finiteness_breach(spec: FeatureSpec, values: np.ndarray) -> Breach | None:
                   f"{int(np.flatnonzero(bad[rows[0]])[0])} (embeddings must be finite)")
 
 
+def per_batch_breach(labels: list[tuple[FeatureSpec, np.ndarray]],
+                     embeddings: list[tuple[FeatureSpec, np.ndarray]]) -> tuple[FeatureSpec, Breach] | None:
+    """The readers' cheap checks over a block of rows: every task label in {0, 1}, every embedding
+    finite (continuous NaN/inf are allowed: the model zeroes them). The first breach and its column,
+    or None. Used by the trainer's reader per batch and by the launcher's sample check alike."""
+    if all(((v == 0) | (v == 1)).all() for _, v in labels) and all(np.isfinite(v).all() for _, v in embeddings):
+        return None  # the common case: one pass per array; the rules below name a breach
+    for specs, rule in ((labels, domain_breach), (embeddings, finiteness_breach)):
+        for spec, values in specs:
+            breach = rule(spec, values)
+            if breach is not None:
+                return spec, breach
+    return None
+
+
 def severity(code: str, overrides: dict[str, str] | None = None) -> str:
     """A rule's severity after the validation config's overrides (structural rules cannot be lowered)."""
     rule = RULES[code]

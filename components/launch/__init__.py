@@ -7,6 +7,8 @@ Kubernetes client is imported only when that backend is used.
 
 from __future__ import annotations
 
+import logging
+
 from components.launch.spec import (
     BACKENDS,
     ElasticSpec,
@@ -18,6 +20,8 @@ from components.launch.spec import (
     job_name,
 )
 from components.trainer_command.flags import TrainerArgs
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKENDS", "ElasticSpec", "LaunchCancelled", "LaunchResult", "LaunchSpec", "LaunchTimeout",
@@ -33,6 +37,44 @@ def check_shape(spec: LaunchSpec, args: TrainerArgs, backend: str, shards: dict[
     for count in nodes:
         check_launch_shape(args.config_path, dict(args.flags), count, spec.procs_per_worker, shards,
                            config_here=backend == "local")
+
+
+def check_data(args: TrainerArgs, backend: str) -> None:
+    """The first records of the trainer's splits against the data contract (components.records.sample),
+    before any pod or process starts: a split that breaks it fails here in about a second.
+
+    The schema and what the model reads come from the trainer config when this machine has it
+    (always for `local`); otherwise (a config path inside the training image) the schema is the
+    one the split's manifest names, and the layout is checked by the trainer's reader.
+    """
+    from components.common.schema import load_schema
+    from components.records.layout import ModelReads
+    from components.records.sample import check_split_sample
+
+    splits = [(name, uri) for name in ("train_data", "validation_data") if (uri := args.value(name))]
+    config = _readable_config(args.config_path, backend)
+    for section, uri in splits:
+        if config is not None:
+            schema_name = (config.get(section) or config.get("train_data") or {}).get("seg_dense_schema", "local")
+            reads = ModelReads.from_trainer_config(args.config_path) if section == "train_data" else None
+        else:
+            from components.common.manifest import read_manifest
+
+            schema_name, reads = read_manifest(uri)[0].extra.get("schema", "local"), None
+        result = check_split_sample(uri, load_schema(schema_name), reads)
+        log.info("%s: first %d records of %d shard(s) of %s meet the data contract", section, result.records,
+                 result.shards, uri)
+
+
+def _readable_config(config_path: str, backend: str) -> dict | None:
+    """The trainer YAML as data, or None when it names a file only the training image has."""
+    from pathlib import Path
+
+    from components.common.config import read_yaml
+
+    if backend != "local" and "://" not in config_path and not Path(config_path).is_file():
+        return None
+    return read_yaml(config_path) or {}
 
 
 def with_cluster_service(spec: LaunchSpec, args: TrainerArgs) -> TrainerArgs:
@@ -57,7 +99,8 @@ def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig:
     """Run training to completion on `backend`; raises TrainingFailed (exit 1) if it does not succeed.
 
     First checks that the trainer can start with the job's ranks (batch sizes, and the shard
-    count of each split when `shards` gives it): a ConfigError here, before any pod starts.
+    count of each split when `shards` gives it): a ConfigError here, before any pod starts. The
+    callers with real data (the CLI, the pipeline's train step) call `check_data` before this.
     """
     from components.common.errors import ConfigError
     from components.launch.command import trainer_command

@@ -75,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--cleanup", choices=CLEANUP_POLICIES, default="always", help="delete the job when done")
     job.add_argument("--log-tail-lines", type=int, default=100)
     job.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
+    job.add_argument("--skip-data-check", action="store_true",
+                     help="do not read the first records of each split against the data contract before launching")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--dry-run", action="store_true", help="print the PyTorchJob manifest (JSON) and exit")
     action.add_argument("--delete", action="store_true", help="only delete the run's job (cleanup)")
@@ -124,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(to_manifest(build_pytorchjob(spec, trainer_command(spec, trainer, "kubernetes"))), indent=2))
         return 0
+    if not args.skip_data_check:
+        from components.launch import check_data
+
+        check_data(trainer, args.backend)
     result = launch(spec, trainer, backend=args.backend, kubeconfig=args.kubeconfig)
     print(json.dumps({"job_name": result.job_name, "backend": result.backend, "status": result.status,
                       "seconds": round(result.seconds, 1)}))

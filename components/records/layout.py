@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from components.common import storage
-from components.common.errors import SchemaError
+from components.common.errors import DataError, SchemaError
+from components.common.manifest import Manifest, read_manifest
 from components.common.schema import Role, Schema
 
 MANIFEST_KIND = "tfrecord"
@@ -208,3 +209,35 @@ class ModelReads:
     def layout(self, schema: Schema) -> RecordLayout:
         """The packed layout holding exactly what this model reads."""
         return RecordLayout.packed(schema, self.continuous, self.binary)
+
+
+def load_split_manifest(manifest_uri: str, schema: Schema,
+                        reads: ModelReads | None = None) -> tuple[Manifest, str, RecordLayout]:
+    """The split's manifest (directory or `_MANIFEST.json`) and its record layout, checked.
+
+    The manifest's schema hash must be the one its declared layout has for `schema`; a
+    packed split must also hold every value `reads` asks for. A mismatch is one SchemaError
+    naming the split's first shard.
+    """
+    manifest, directory = read_manifest(manifest_uri)
+    if manifest.kind != MANIFEST_KIND:
+        raise DataError(f"{directory}: manifest kind is {manifest.kind!r}, expected {MANIFEST_KIND!r} (a converted split)")
+    layout = RecordLayout.from_extra(manifest.extra)
+    first = storage.join(directory, manifest.files[0].path) if manifest.files else directory
+    if manifest.schema_hash != layout.hash(schema):
+        written = manifest.extra.get("schema", "?")
+        raise SchemaError(
+            f"{first}: shards were written for schema {written} in layout {layout.describe()} (hash "
+            f"{manifest.schema_hash}), the reader was given schema {schema.name} (that layout's hash "
+            f"{layout.hash(schema)})"
+        )
+    if layout.kind == PACKED and reads is not None:
+        for name, need, have in (("continuous", reads.continuous, layout.continuous),
+                                 ("binary", reads.binary, layout.binary)):
+            want = schema.group(name).length if need is None else need
+            if have is None or have < want:
+                raise SchemaError(
+                    f"{first}: shards are in layout {layout.describe()}, the model reads {want} {name} "
+                    f"values; convert again with --layout packed and this model's trainer config"
+                )
+    return manifest, directory, layout

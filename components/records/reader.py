@@ -24,19 +24,18 @@ from typing import Any
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from components.common import contract, storage
-from components.common.errors import DataError, RecapError, SchemaError
+from components.common import contract
+from components.common.errors import DataError, RecapError
 from components.common.logs import Throughput, format_metrics
-from components.common.manifest import Manifest, read_manifest
+from components.common.manifest import read_manifest
 from components.common.schema import Role, Schema
 from components.records.batch import RecapBatch
 from components.records.layout import (
-    MANIFEST_KIND,
-    PACKED,
     SEGDENSE,
     ModelReads,
     PackedRecord,
     RecordLayout,
+    load_split_manifest,
     manifest_compression,
     tf_feature_spec,
 )
@@ -71,38 +70,6 @@ class ReaderOptions:
     # a packed split must hold them. None (evaluation, tools): everything the split has.
     reads: ModelReads | None = None
     check_values: bool = True  # the contract's cheap per-batch checks: labels in {0, 1}, finite embeddings
-
-
-def load_split_manifest(manifest_uri: str, schema: Schema,
-                        reads: ModelReads | None = None) -> tuple[Manifest, str, RecordLayout]:
-    """The split's manifest (directory or `_MANIFEST.json`) and its record layout, checked.
-
-    The manifest's schema hash must be the one its declared layout has for `schema`; a
-    packed split must also hold every value `reads` asks for. A mismatch is one SchemaError
-    naming the split's first shard.
-    """
-    manifest, directory = read_manifest(manifest_uri)
-    if manifest.kind != MANIFEST_KIND:
-        raise DataError(f"{directory}: manifest kind is {manifest.kind!r}, expected {MANIFEST_KIND!r} (a converted split)")
-    layout = RecordLayout.from_extra(manifest.extra)
-    first = storage.join(directory, manifest.files[0].path) if manifest.files else directory
-    if manifest.schema_hash != layout.hash(schema):
-        written = manifest.extra.get("schema", "?")
-        raise SchemaError(
-            f"{first}: shards were written for schema {written} in layout {layout.describe()} (hash "
-            f"{manifest.schema_hash}), the reader was given schema {schema.name} (that layout's hash "
-            f"{layout.hash(schema)})"
-        )
-    if layout.kind == PACKED and reads is not None:
-        for name, need, have in (("continuous", reads.continuous, layout.continuous),
-                                 ("binary", reads.binary, layout.binary)):
-            want = schema.group(name).length if need is None else need
-            if have is None or have < want:
-                raise SchemaError(
-                    f"{first}: shards are in layout {layout.describe()}, the model reads {want} {name} "
-                    f"values; convert again with --layout packed and this model's trainer config"
-                )
-    return manifest, directory, layout
 
 
 def count_records(manifest_uri: str) -> int:
@@ -341,25 +308,19 @@ class BatchBreach:
 
 
 def batch_breach(batch: RecapBatch, layout: _Layout) -> BatchBreach | None:
-    """The contract's cheap per-batch checks (components.common.contract): labels in {0, 1}, finite
-    embeddings; continuous NaN/inf are allowed (the model zeroes them). None when the batch passes."""
-    import numpy as np
-
-    labels = batch.labels.numpy()  # numpy: torch's parallel ops would wake the trainer's threads
-    if ((labels == 0) | (labels == 1)).all() and all(
-            np.isfinite(values.numpy()).all() for values in batch.embeddings.values()):
-        return None  # the common case, one pass per tensor; the per-column rules below name a breach
-    checks = [(spec, batch.labels[:, index].numpy(), contract.domain_breach) for index, spec in
-              enumerate(layout.label_specs)]
-    checks += [(spec, batch.embeddings[name].numpy(), contract.finiteness_breach)
-               for name, spec in layout.embedding_specs.items()]
-    for spec, values, rule in checks:
-        breach = rule(spec, values)
-        if breach is not None:
-            row = int(breach.rows[0])
-            ids = batch.sparse_features.values().view(len(layout.id_features), -1)[:, row].tolist()
-            return BatchBreach(spec, breach.what, breach.code, row, ids)
-    return None
+    """The contract's cheap per-batch checks (contract.per_batch_breach) with the offending row's IDs.
+    None when the batch passes."""
+    # numpy, not torch: torch's parallel ops would wake the trainer's threads
+    labels = batch.labels.numpy()
+    found = contract.per_batch_breach(
+        [(spec, labels[:, index]) for index, spec in enumerate(layout.label_specs)],
+        [(spec, batch.embeddings[name].numpy()) for name, spec in layout.embedding_specs.items()])
+    if found is None:
+        return None
+    spec, breach = found
+    row = int(breach.rows[0])
+    ids = batch.sparse_features.values().view(len(layout.id_features), -1)[:, row].tolist()
+    return BatchBreach(spec, breach.what, breach.code, row, ids)
 
 
 def check_batch(batch: RecapBatch, layout: _Layout, provider: ShardProvider) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -53,3 +54,27 @@ def test_delete_action_removes_the_runs_job(tmp_path):
         assert fake.jobs == {}
         # a second cleanup (the exit handler after a launcher that already deleted) is fine
         assert main(["launch", "--delete", "--run-id", "6f1c-77", "--kubeconfig", kubeconfig]) == 0
+
+
+@pytest.mark.integration
+def test_a_split_that_breaks_the_contract_is_refused_before_any_job_is_created(tmp_path, capsys):
+    """The launcher reads each split's first records: a label of 7 stops it with the shard, record and
+    column named, and the cluster never sees a PyTorchJob (no GPU node is asked for)."""
+    from tests.convert.rawdata import write_raw
+    from tests.records.test_sample_check import LABEL, SCHEMA, break_column, convert
+
+    raw = tmp_path / "raw"
+    write_raw(SCHEMA, str(raw), rows=80, files=1, manifest=False)
+    break_column(raw, LABEL.column, 5, 7)
+    split = convert(raw, tmp_path / "out")
+    trainer = ["--config-path", "configs/local.yaml", "--train-data", str(split), "--validation-data",
+               str(tmp_path / "out" / "eval"), "--save-dir", str(tmp_path / "ckpt"), "--model-dir", str(tmp_path / "m")]
+    with FakeKubernetes(scenario=SUCCEEDS) as fake:
+        kubeconfig = fake.kubeconfig(tmp_path / "kc")
+        code = main(["launch", "--backend", "kubernetes", "--run-id", "bad-1", "--image", "r/recap-train:1",
+                     "--kubeconfig", kubeconfig, *trainer])
+        assert fake.calls == []
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert re.search(rf"train/part-0000[01]-of-00002\.tfrecord\.gz: record \d+: column {LABEL.column!r} "
+                     r"\(feature [\w.]+\) has value 7(\.0)? .*\[label_not_binary\]", err), err

@@ -83,9 +83,9 @@ def test_cli_builds_its_config_through_load_evaluate_config(tmp_path, monkeypatc
     path.write_text("read: {batch_size: 64}\n")
     base = ["evaluate", "--model", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "out")]
     assert main([*base, "--config-path", str(path), "--set", "read.max_examples=300",
-                 "--set", "blessing.baseline.auroc.tolerance=0.02"]) == 2  # the model is missing
+                 "--set", "blessing.baseline.auroc.tolerance=0.02"]) == 2  # no split at --data (checked first)
     assert calls == [(str(path), {"read.max_examples": 300, "blessing.baseline.auroc.tolerance": 0.02})]
-    assert "nope" in capsys.readouterr().err
+    assert "_MANIFEST.json: no manifest" in capsys.readouterr().err
 
     assert main([*base, "--set", "metrics.bins=3"]) == 2
     assert calls[-1] == (None, {"metrics.bins": 3})

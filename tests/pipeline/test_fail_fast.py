@@ -95,10 +95,14 @@ def test_a_data_error_in_convert_fails_the_dag_within_10_s_of_the_steps_start(tm
 
 
 
-def test_a_data_error_in_train_fails_the_dag_within_10_s_of_the_steps_start(tmp_path, capsys):
-    """A published training split whose labels break the contract (converted with --skip-checks):
-    the train step's launcher reads the split's first records before it starts torchrun (or asks
-    a cluster for pods), finds the label, and the DAG ends without a retry."""
+@pytest.mark.parametrize(("failing_step", "after_step", "split"), [("train", "convert", "train"),
+                                                                  ("evaluate", "train", "eval")])
+def test_a_data_error_in_a_converted_split_fails_the_dag_within_10_s_of_the_steps_start(
+        tmp_path, capsys, failing_step, after_step, split):
+    """A published split whose labels break the contract (converted with --skip-checks) swapped in
+    after `after_step`: the train step's launcher reads each split's first records before it starts
+    torchrun (or asks a cluster for pods); evaluate's reader stops at its first batch. Either way
+    the DAG ends without a retry, naming the shard, record and column."""
     import shutil
 
     from components.common.schema import load_schema
@@ -115,18 +119,19 @@ def test_a_data_error_in_train_fails_the_dag_within_10_s_of_the_steps_start(tmp_
     convert(str(bad_raw), load_schema("local"), str(bad), ConvertSettings(shards=4, workers=1, check_values=False))
     kfp_root, root = tmp_path / "kfp", tmp_path / "root"
 
-    def swap_training_split() -> None:
-        split = next(root.glob("*/tfrecords/train"))
-        shutil.rmtree(split)
-        shutil.copytree(bad / "train", split)
+    def swap_split() -> None:
+        published = next(root.glob(f"*/tfrecords/{split}"))
+        shutil.rmtree(published)
+        shutil.copytree(bad / split, published)
 
-    reason, log, ended = failed_run(raw, root, kfp_root, "convert", swap_training_split, capsys, "train",
+    reason, log, ended = failed_run(raw, root, kfp_root, after_step, swap_split, capsys, failing_step,
                                     "--num-train-steps", "2")
-    assert re.search(rf"part-\d+-of-\d+\.tfrecord\.gz: record \d+: column '{LABEL}' .*\[label_not_binary\]", reason), \
-        reason
+    assert re.search(rf"{split}/part-\d+-of-\d+\.tfrecord\.gz: record \d+: column '{LABEL}' .*\[label_not_binary\]",
+                     reason), reason
     seconds = ended - step_start(log)
-    print(f"train started -> DAG ended: {seconds:.1f} s")
-    assert seconds < FAIL_WITHIN_S, f"the DAG ended {seconds:.1f} s after train started"
+    print(f"{failing_step} started -> DAG ended: {seconds:.1f} s")
+    assert seconds < FAIL_WITHIN_S, f"the DAG ended {seconds:.1f} s after {failing_step} started"
     assert "Traceback" not in reason
-    assert "torch.distributed.run" not in Path(log).read_text(), "torchrun was started"
-    assert not list(root.glob("train-*/model/model")), "a model was exported"
+    if failing_step == "train":
+        assert "torch.distributed.run" not in Path(log).read_text(), "torchrun was started"
+        assert not list(root.glob("train-*/model/model")), "a model was exported"

@@ -28,6 +28,9 @@ class ManifestFile:
     records: int
     bytes: int
     sha256: str
+    # sha256 of each storage.BLOCK_BYTES block (convert's shards): lets the reader check each
+    # ranged gs:// read before it uses it, instead of spooling the whole shard first
+    block_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        for entry in data["files"]:
+            if not entry["block_sha256"]:
+                del entry["block_sha256"]
         data["total_records"] = self.total_records
         data["total_bytes"] = self.total_bytes
         return data
@@ -60,7 +66,8 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str) -> Manifest:
         try:
-            files = tuple(ManifestFile(**f) for f in data["files"])
+            files = tuple(ManifestFile(**{**f, "block_sha256": tuple(f.get("block_sha256", ()))})
+                          for f in data["files"])
             return cls(
                 kind=data["kind"], schema_hash=data["schema_hash"], files=files,
                 created_at=data.get("created_at", ""), extra=data.get("extra", {}),

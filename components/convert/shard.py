@@ -170,7 +170,7 @@ class _SplitWriter:
 
     def __init__(self, stack: contextlib.ExitStack, uri: str, backend: str, level: int) -> None:
         self.uri = uri
-        self.out = stack.enter_context(storage.open_write(uri))
+        self.out = stack.enter_context(storage.open_write(uri, block_hashes=True))
         self.compressor = None if backend == "none" else gzip_compressor(backend, level)
         self.pending = bytearray()
         self.records = 0
@@ -235,7 +235,7 @@ def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
     for split, writer in writers.items():
         files[split] = ManifestFile(
             path=storage.basename(writer.uri), records=writer.records,
-            bytes=writer.out.bytes_written, sha256=writer.out.sha256,
+            bytes=writer.out.bytes_written, sha256=writer.out.sha256, block_sha256=writer.out.block_sha256,
         )
     return ShardOutput(task.index, rows_done, files, non_finite)
 

@@ -17,20 +17,21 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from components.common import contract
+from components.common import contract, storage
 from components.common.errors import DataError, RecapError
 from components.common.logs import Throughput, format_metrics
 from components.common.manifest import read_manifest
 from components.common.schema import Role, Schema
 from components.records.batch import RecapBatch
 from components.records.layout import (
+    PACKED,
     SEGDENSE,
     ModelReads,
     PackedRecord,
@@ -111,10 +112,7 @@ class _Layout:
                 spec = {name: value for name, value in spec.items() if name in keep}
             self.spec = spec
         else:
-            import tensorflow as tf
-
             self.fields = stored.fields(schema)
-            self.spec = {f.feature: tf.io.FixedLenFeature([], tf.string) for f in self.fields}
             self.record = PackedRecord.of(stored, schema)
         # Packed records are read at their fixed byte offsets on little-endian hosts (every
         # x86 and ARM server); elsewhere through parse_example + decode_raw(little_endian).
@@ -122,6 +120,9 @@ class _Layout:
 
     def parse_fn(self):
         import tensorflow as tf
+
+        if self.stored.kind == PACKED:  # parse_example of the bytes features (the TF path only)
+            self.spec = {f.feature: tf.io.FixedLenFeature([], tf.string) for f in self.fields}
 
         pos = tf.constant(self.pos_rates, tf.float32)
         neg = tf.constant(self.neg_rates, tf.float32)
@@ -181,6 +182,29 @@ class _Layout:
             return out
 
         return parse
+
+    def reads_frames(self, compression: str) -> bool:
+        """Uncompressed packed shards on a little-endian host are read as numpy frames, without TensorFlow."""
+        return self.stored.kind == PACKED and not compression and self.fixed_offsets
+
+    def batch_of(self, parts: dict[str, Any]) -> RecapBatch:
+        """A RecapBatch from the frame reader's numpy parts (what `parse_fn` computes in the TF graph)."""
+        import numpy as np
+
+        labels = parts["labels"].astype(np.float32)
+        rows = len(labels)
+        pos, neg = np.asarray(self.pos_rates, np.float32), np.asarray(self.neg_rates, np.float32)
+        return RecapBatch(
+            continuous=torch.from_numpy(parts["continuous"]),
+            binary=torch.from_numpy(parts["binary"].astype(np.float32)),
+            discrete=torch.empty((rows, 0), dtype=torch.int64),
+            embeddings={name: torch.from_numpy(parts[f"embedding/{name}"]) for name in self.embeddings},
+            sparse_features=KeyedJaggedTensor(
+                keys=self.id_names, values=torch.from_numpy(np.ascontiguousarray(parts["ids"].T).reshape(-1)),
+                lengths=torch.ones(rows * len(self.id_names), dtype=torch.int32)),
+            labels=torch.from_numpy(labels),
+            weights=torch.from_numpy(labels / pos + (1.0 - labels) / neg),
+        )
 
     def to_batch(self, parsed: dict[str, Any]) -> RecapBatch:
         from tensorflow.experimental import dlpack
@@ -258,26 +282,21 @@ def read_batches(manifest_uri: str, schema: Schema, options: ReaderOptions, rank
 def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions, rank: int,
              start_batch: int, verified: VerifiedShards | None = None,
              compression: str = "GZIP") -> Iterator[RecapBatch]:
-    import tensorflow as tf
-
-    provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir, verified)
+    frames = layout.reads_frames(compression)
+    # skip_corrupt drops a bad shard before any of it is used: only a whole-shard download can
+    provider = ShardProvider(reads, options.skip_corrupt, options.cache_dir, verified,
+                             stream_gcs=frames and not options.skip_corrupt)
+    if frames:
+        located = _frame_path(provider, layout, options)
+    else:
+        located = _tensorflow_path(provider, layout, options, compression)
     throughput = Throughput()
     last_log, log_every_s = throughput.start, float(os.environ.get(LOG_EVERY_S_ENV, "30"))
     batches = 0
     try:
-        iterator = iter(_dataset(provider, layout, options, compression))
-        while True:
-            try:
-                parsed = next(iterator)
-            except StopIteration:
-                break
-            except tf.errors.OpError as exc:
-                raise _read_error(provider, exc) from None
-            if not batches:
-                reuse_large_allocations()  # TensorFlow's generator dataset just reset them
-            batch = layout.to_batch(parsed)
+        for batch, locate in located:
             if options.check_values:
-                check_batch(batch, layout, provider)
+                check_batch(batch, layout, locate)
             batches += 1
             throughput.add(batch.batch_size)
             now = time.perf_counter()
@@ -287,10 +306,71 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
                                                      rows=throughput.count, rows_per_s=throughput.per_second))
             yield batch
     finally:
+        located.close()
         provider.close()
         log.info("reader done %s", format_metrics(
             rank=rank, batches=batches, rows=throughput.count, rows_per_s=throughput.per_second,
             skipped_shards=len(provider.skipped)))
+
+
+Locate = Callable[[int, list[int]], "tuple[str, int] | None"]  # (row, its IDs) -> (shard URI, record)
+
+
+def _tensorflow_path(provider: ShardProvider, layout: _Layout, options: ReaderOptions,
+                     compression: str) -> Iterator[tuple[RecapBatch, Locate]]:
+    import tensorflow as tf
+
+    def locate(row: int, ids: list[int]) -> tuple[str, int] | None:
+        return _locate(provider, layout, ids, compression)
+
+    iterator = iter(_dataset(provider, layout, options, compression))
+    first = True
+    while True:
+        try:
+            parsed = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as exc:
+            raise _read_error(provider, exc, compression) from None
+        if first:
+            reuse_large_allocations()  # TensorFlow's generator dataset just reset them
+            first = False
+        yield layout.to_batch(parsed), locate
+
+
+def _frame_path(provider: ShardProvider, layout: _Layout, options: ReaderOptions
+                ) -> Iterator[tuple[RecapBatch, Locate]]:
+    """Uncompressed packed shards through components.records.frames: numpy, no TensorFlow; gs://
+    shards with block hashes read in place (components.records.remote)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.records.frames import FrameLayout, frame_batches, open_local, prefetched
+    from components.records.remote import BlockStream
+    from components.records.shards import FETCHERS
+
+    pool = ThreadPoolExecutor(max_workers=FETCHERS, thread_name_prefix="block-fetch")
+
+    def opener(path: str, uri: str, start: int) -> tuple[Any, int]:
+        if storage.is_gcs(path):
+            entry = provider.entries[uri]
+            return BlockStream(uri, entry, start, pool), entry.bytes
+        return open_local(path, uri, start)
+
+    def groups():
+        for paths, offsets in provider.groups():
+            yield list(zip([p.decode() for p in paths], provider.current, strict=True)), offsets
+
+    cut_continuous, cut_binary = layout.cut
+    keep = {k: v for k, v in (("continuous", cut_continuous), ("binary", cut_binary)) if v is not None}
+    frames = frame_batches(groups(), FrameLayout(layout.record, keep), options.batch_size, options.drop_remainder,
+                           opener)
+    source = prefetched(frames, options.prefetch)
+    try:
+        for batch in source:
+            yield layout.batch_of(batch.parts), lambda row, ids, batch=batch: batch.where(row)
+    finally:
+        source.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -323,17 +403,16 @@ def batch_breach(batch: RecapBatch, layout: _Layout) -> BatchBreach | None:
     return BatchBreach(spec, breach.what, breach.code, row, ids)
 
 
-def check_batch(batch: RecapBatch, layout: _Layout, provider: ShardProvider) -> None:
+def check_batch(batch: RecapBatch, layout: _Layout, locate: Locate) -> None:
     """`batch_breach` as a DataError naming the shard, the record in it and the column."""
     breach = batch_breach(batch, layout)
     if breach is not None:
-        found = _locate(provider, layout, breach.ids)
-        where = f"{found[0]}: record {found[1]}" if found else \
-            f"one of {', '.join(provider.current) or 'the shards read'} (row with IDs {breach.ids})"
+        found = locate(breach.row, breach.ids)
+        where = f"{found[0]}: record {found[1]}" if found else f"one of the shards read (row with IDs {breach.ids})"
         raise DataError(f"{where}: {breach.describe()}")
 
 
-def _locate(provider: ShardProvider, layout: _Layout, ids: list[int]) -> tuple[str, int] | None:
+def _locate(provider: ShardProvider, layout: _Layout, ids: list[int], compression: str) -> tuple[str, int] | None:
     """(shard URI, record number) of the row with these IDs among the shards read lately.
 
     Rows carry no shard tag through tf.data (tagging each record cost ~40% of read throughput),
@@ -342,13 +421,24 @@ def _locate(provider: ShardProvider, layout: _Layout, ids: list[int]) -> tuple[s
     import numpy as np
     import tensorflow as tf
 
-    spec = {feature: layout.spec[feature] for feature in layout.id_features}
+    if layout.stored.kind == PACKED:
+        ids_field = next(f for f in layout.fields if f.part == "ids")
+        spec = {ids_field.feature: tf.io.FixedLenFeature([], tf.string)}
+
+        def id_rows(parsed):
+            raw = tf.io.decode_raw(parsed[ids_field.feature], tf.int64, little_endian=True)
+            return raw.numpy().reshape(-1, len(layout.id_features))
+    else:
+        spec = {feature: layout.spec[feature] for feature in layout.id_features}
+
+        def id_rows(parsed):
+            return np.concatenate([parsed[f].numpy().reshape(-1, 1) for f in layout.id_features], axis=1)
+
     wanted = np.asarray(ids, dtype=np.int64)
     for path, uri in provider.recent():
         position = 0
-        for chunk in tf.data.TFRecordDataset(path, compression_type="GZIP").batch(4096):
-            parsed = tf.io.parse_example(chunk, spec)
-            stacked = np.concatenate([parsed[f].numpy().reshape(-1, 1) for f in layout.id_features], axis=1)
+        for chunk in tf.data.TFRecordDataset(path, compression_type=compression).batch(4096):
+            stacked = id_rows(tf.io.parse_example(chunk, spec))
             hit = np.flatnonzero((stacked == wanted).all(axis=1))
             if len(hit):
                 return uri, position + int(hit[0])
@@ -356,7 +446,7 @@ def _locate(provider: ShardProvider, layout: _Layout, ids: list[int]) -> tuple[s
     return None
 
 
-def _read_error(provider: ShardProvider, exc: Any) -> RecapError:
+def _read_error(provider: ShardProvider, exc: Any, compression: str) -> RecapError:
     """The provider's own error (it names the shard), else the damaged shard of the group being read.
 
     TF reads a group's shards in parallel and its error does not say which one failed; the shards
@@ -364,7 +454,7 @@ def _read_error(provider: ShardProvider, exc: Any) -> RecapError:
     """
     if isinstance(provider.error, RecapError):
         return provider.error
-    damaged = provider.find_unreadable()
+    damaged = provider.find_unreadable(compression)
     if damaged is not None:
         uri, message = damaged
         return DataError(f"{uri}: cannot read TFRecord shard: {message}")

@@ -34,6 +34,7 @@ import numpy as np
 from components.common import storage
 from components.common.errors import DataError
 from components.common.manifest import Manifest, ManifestFile, check_file, verify_file
+from components.records.remote import streamable
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,13 @@ class ShardProvider:
     """
 
     def __init__(self, reads: Iterator[GroupRead], skip_corrupt: bool, cache_dir: str | None,
-                 verified: VerifiedShards | None = None, fetchers: int = FETCHERS) -> None:
+                 verified: VerifiedShards | None = None, fetchers: int = FETCHERS,
+                 stream_gcs: bool = False) -> None:
         self._reads = reads
+        # gs:// shards with block hashes are handed over as their URIs, to be read in place
+        # (components.records.remote) by a reader that can: the frame reader
+        self.stream_gcs = stream_gcs
+        self.entries: dict[str, ManifestFile] = {}  # URI -> manifest entry of every shard handed over
         self.skip_corrupt = skip_corrupt
         self.skipped: list[str] = []
         self.error: BaseException | None = None
@@ -214,6 +220,9 @@ class ShardProvider:
 
     def _fetch(self, shard: Shard, epoch: int) -> str:
         """Local path of a verified copy of `shard`; DataError naming the shard when it is bad."""
+        self.entries[shard.uri] = shard.entry
+        if storage.is_gcs(shard.uri) and self.stream_gcs and streamable(shard.entry):
+            return shard.uri  # verified block by block as it is read
         if storage.is_gcs(shard.uri):
             if self._kept is not None:
                 return self._kept_download(shard)
@@ -319,13 +328,13 @@ class ShardProvider:
         pairs = [*zip(self.current_paths, self.current, strict=True), *self._previous]
         return [(path, uri) for path, uri in pairs if os.path.exists(path)]
 
-    def find_unreadable(self) -> tuple[str, str] | None:
+    def find_unreadable(self, compression: str = "GZIP") -> tuple[str, str] | None:
         """(URI, TF's message) of the first shard of the current group that cannot be read through."""
         import tensorflow as tf
 
         for path, uri in zip(self.current_paths, self.current, strict=True):
             try:
-                for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+                for _ in tf.data.TFRecordDataset(path, compression_type=compression):
                     pass
             except tf.errors.OpError as exc:
                 return uri, exc.message

@@ -103,13 +103,14 @@ class _OpenShard:
         return self.total - self.next
 
 
-def _read_chunk(shards: list[_OpenShard], layout: FrameLayout, chunk_rows: int
+def _read_chunk(shards: list[_OpenShard], layout: FrameLayout, space: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The next rounds of a group: (frames [n, frame], row order, shard index, record index per row)."""
+    """The next rounds of a group read into `space` ([rows, frame], reused): (its frames [n, frame],
+    row order, shard index and record index per row)."""
     active = [s for s in shards if s.remaining]
-    rounds = max(1, chunk_rows // len(active))
+    rounds = max(1, len(space) // len(active))
     takes = np.array([min(rounds, s.remaining) for s in shards])
-    buffer = np.empty((int(takes.sum()), layout.frame), dtype=np.uint8)
+    buffer = space[: int(takes.sum())]
     base = np.concatenate([[0], np.cumsum(takes)[:-1]])
     first_record = np.array([s.next for s in shards])
     for shard, at, take in zip(shards, base, takes, strict=True):
@@ -143,11 +144,13 @@ def _check_frames(buffer: np.ndarray, layout: FrameLayout, shards: list[_OpenSha
 
 def frame_batches(groups: Iterator[tuple[list[tuple[str, str]], list[int]]], layout: FrameLayout,
                   batch_size: int, drop_remainder: bool, opener: Opener = open_local,
-                  chunk_rows: int = CHUNK_ROWS) -> Iterator[FrameBatch]:
+                  chunk_rows: int | None = None) -> Iterator[FrameBatch]:
     """Batches of `batch_size` rows from groups of (path, URI) pairs and records to skip in each;
     `opener` opens a shard (local files by default; components.records.remote for gs://)."""
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]] = []
     pending_rows = 0
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    spaces: list[np.ndarray] = []  # chunk buffers, reused once no pending piece of a batch is in one
     for pairs, offsets in groups:
         shards: list[_OpenShard] = []
         try:
@@ -155,7 +158,8 @@ def frame_batches(groups: Iterator[tuple[list[tuple[str, str]], list[int]]], lay
                 shards.append(_OpenShard(path, uri, offset, layout.frame, opener))
             uris = tuple(s.uri for s in shards)
             while any(s.remaining for s in shards):
-                buffer, order, shard_index, record_index = _read_chunk(shards, layout, chunk_rows)
+                space = _free_space(spaces, pending, chunk_rows, layout.frame)
+                buffer, order, shard_index, record_index = _read_chunk(shards, layout, space)
                 start = 0
                 while start < len(order):
                     take = min(batch_size - pending_rows, len(order) - start)
@@ -171,6 +175,16 @@ def frame_batches(groups: Iterator[tuple[list[tuple[str, str]], list[int]]], lay
                 shard.file.close()
     if pending_rows and not drop_remainder:
         yield _assemble(pending, layout)
+
+
+def _free_space(spaces: list[np.ndarray], pending: list, rows: int, frame: int) -> np.ndarray:
+    """A chunk buffer no pending piece points into (usually one of two), else a new one."""
+    busy = {id(piece[0].base) for piece in pending}
+    for space in spaces:
+        if id(space) not in busy:
+            return space
+    spaces.append(np.empty((rows, frame), dtype=np.uint8))
+    return spaces[-1]
 
 
 def _assemble(pieces: list, layout: FrameLayout) -> FrameBatch:

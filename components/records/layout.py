@@ -8,8 +8,8 @@ Two record layouts, told apart by the manifest's `schema_hash`:
 - `segdense` (the default, and the one to use wherever another reader must understand the
   data): one `tf.train.Example` per row with the schema's TFRecord feature names (the
   original's segdense names) as fixed-length float/int64 lists, every feature, gzip.
-- `packed` (for training): only what a model reads, as little-endian bytes features that
-  the reader turns into tensors with `decode_raw` (a copy, no per-value decoding):
+- `packed` (for training): only what a model reads, as little-endian bytes features at fixed
+  byte offsets of fixed-size records, which the reader slices out without per-value decoding:
   continuous and binary cut to the model's truncation, the embeddings, the IDs, and the
   labels of the tasks; no discrete group, no other labels. Uncompressed by default: the
   rows are mostly float noise that gzip shrinks by a few percent at a large read cost.

@@ -3,10 +3,14 @@
 Both record layouts (components.records.layout) are read; the manifest says which one and
 how the shards are compressed.
 
-tf.data does the heavy lifting, as in the original: shards interleaved, records batched,
-parsed with `tf.io.parse_example` in parallel, prefetched. The features are packed into
-the batch layout inside the TF graph (labels in task order, example weights, IDs flattened
-key-major) so the Python side only wraps buffers as torch tensors.
+Two paths, the same record order and the same batches:
+- uncompressed packed shards (the training layout) are fixed-size frames, read with numpy
+  (components.records.frames; gs:// shards in place, block by block: components.records.remote),
+  with no TensorFlow in the process;
+- everything else goes through tf.data, as in the original: shards interleaved, records
+  batched, parsed with `tf.io.parse_example` in parallel, prefetched, the features packed into
+  the batch layout inside the TF graph (labels in task order, example weights, IDs flattened
+  key-major) so the Python side only wraps buffers as torch tensors.
 
 Shard order, resume arithmetic and shard verification live in `shards`.
 """
@@ -348,6 +352,7 @@ def _frame_path(provider: ShardProvider, layout: _Layout, options: ReaderOptions
     from components.records.remote import BlockStream
     from components.records.shards import FETCHERS
 
+    reuse_large_allocations()  # batch-sized arrays come back every batch: keep them mapped
     pool = ThreadPoolExecutor(max_workers=FETCHERS, thread_name_prefix="block-fetch")
 
     def opener(path: str, uri: str, start: int) -> tuple[Any, int]:

@@ -8,8 +8,9 @@ Record order is defined here so it is deterministic and resumable in O(shards):
 Because every shard's record count is in the manifest, the position after `n` records is
 computed, not replayed: `resume_point` returns the group and each shard's offset.
 
-`ShardProvider` hands TensorFlow one group at a time as local files: local shards after a
-size and sha256 check, gs:// shards downloaded (through `storage`, since TensorFlow's GCS
+`ShardProvider` hands the reader one group at a time as local files: local shards after a
+size and sha256 check, gs:// shards with block hashes as their URIs when the reader streams
+them itself (components.records.remote), other gs:// shards downloaded (through `storage`, since TensorFlow's GCS
 client cannot reach the emulator) into a cache that holds the current group and the next,
 fetched in the background, several shards at once, while the current one is read. A split read again from its start
 (the validation data, at every evaluation) passes a `VerifiedShards` that outlives the

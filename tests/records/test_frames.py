@@ -59,6 +59,16 @@ def test_the_frame_path_yields_the_tensorflow_paths_batches(split, monkeypatch, 
     assert sum(b.batch_size for b in frames) == (530 // batch_size * batch_size if drop else 530)
 
 
+def test_batches_spanning_many_small_chunks_are_the_same(split, monkeypatch):
+    """Chunk buffers are reused in turn: a batch made of pieces of several chunks must not see one overwritten."""
+    from components.records import frames
+
+    options = ReaderOptions(batch_size=64, shuffle=True, seed=1, num_parallel_reads=3)
+    want = list(read_batches(split, SCHEMA, options))
+    monkeypatch.setattr(frames, "CHUNK_ROWS", 7)
+    assert_same_batches(list(read_batches(split, SCHEMA, options)), want)
+
+
 def test_resume_at_a_batch_continues_with_exactly_the_next_rows(split):
     options = ReaderOptions(batch_size=48, shuffle=True, seed=7, num_parallel_reads=2, repeat=True)
     whole = list(itertools.islice(read_batches(split, SCHEMA, options), 30))  # past the end of an epoch

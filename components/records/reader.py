@@ -320,22 +320,29 @@ def _iterate(reads: Iterator[GroupRead], layout: _Layout, options: ReaderOptions
 Locate = Callable[[int, list[int]], "tuple[str, int] | None"]  # (row, its IDs) -> (shard URI, record)
 
 
-def _tensorflow_path(provider: ShardProvider, layout: _Layout, options: ReaderOptions,
-                     compression: str) -> Iterator[tuple[RecapBatch, Locate]]:
+def tf_elements(dataset: Any, error: Callable[[Any], Exception]) -> Iterator[Any]:
+    """A tf.data dataset's elements; TensorFlow's OpError becomes `error(exc)`, raised without its chain."""
     import tensorflow as tf
 
-    def locate(row: int, ids: list[int]) -> tuple[str, int] | None:
-        return _locate(provider, layout, ids, compression)
-
-    iterator = iter(_dataset(provider, layout, options, compression))
-    first = True
+    iterator = iter(dataset)
     while True:
         try:
-            parsed = next(iterator)
+            element = next(iterator)
         except StopIteration:
             return
         except tf.errors.OpError as exc:
-            raise _read_error(provider, exc, compression) from None
+            raise error(exc) from None
+        yield element
+
+
+def _tensorflow_path(provider: ShardProvider, layout: _Layout, options: ReaderOptions,
+                     compression: str) -> Iterator[tuple[RecapBatch, Locate]]:
+    def locate(row: int, ids: list[int]) -> tuple[str, int] | None:
+        return _locate(provider, layout, ids, compression)
+
+    first = True
+    for parsed in tf_elements(_dataset(provider, layout, options, compression),
+                              lambda exc: _read_error(provider, exc, compression)):
         if first:
             reuse_large_allocations()  # TensorFlow's generator dataset just reset them
             first = False

@@ -45,6 +45,7 @@ from components.records.reader import (
     _Layout,
     batch_breach,
     load_split_manifest,
+    tf_elements,
 )
 
 log = logging.getLogger(__name__)
@@ -189,16 +190,9 @@ def consume(job: ServiceJob, element_spec, schema: Schema, check_values: bool = 
         PROCESSING_MODE, job.dispatcher, job.dataset_id, element_spec=element_spec, job_name=job.job_name,
         max_outstanding_requests=2)
     layout = _Layout(schema, RecordLayout())  # to_batch only: the workers parsed the records
-    iterator = iter(dataset.prefetch(1))
-    number = 0
-    while True:
-        try:
-            parsed = next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.OpError as exc:
-            raise DataError(f"data service dispatcher {job.dispatcher}, job {job.job_name}: {exc.message}") from None
-        number += 1
+    elements = tf_elements(dataset.prefetch(1), lambda exc: DataError(
+        f"data service dispatcher {job.dispatcher}, job {job.job_name}: {exc.message}"))
+    for number, parsed in enumerate(elements, start=1):
         batch = layout.to_batch(parsed)
         if check_values and (breach := batch_breach(batch, layout)) is not None:
             raise DataError(f"tf.data service batch {number} (job {job.job_name}): row {breach.row} "

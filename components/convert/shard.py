@@ -168,9 +168,9 @@ class _SplitWriter:
     not on how rows arrived (ISA-L's output, unlike zlib's, depends on call boundaries).
     """
 
-    def __init__(self, stack: contextlib.ExitStack, uri: str, backend: str, level: int) -> None:
+    def __init__(self, stack: contextlib.ExitStack, uri: str, backend: str, level: int, block_hashes: bool) -> None:
         self.uri = uri
-        self.out = stack.enter_context(storage.open_write(uri, block_hashes=True))
+        self.out = stack.enter_context(storage.open_write(uri, block_hashes=block_hashes))
         self.compressor = None if backend == "none" else gzip_compressor(backend, level)
         self.pending = bytearray()
         self.records = 0
@@ -210,7 +210,11 @@ def convert_shard(job: ShardJob, progress: Callable[[int], None] | None = None) 
     continuous = [s for s in features if s.role == Role.CONTINUOUS] if job.checks.enforces("non_finite") else []
     non_finite = {s.column: NonFinite(np.zeros(s.length, dtype=np.int64)) for s in continuous}
     with contextlib.ExitStack() as stack:
-        writers = {split: _SplitWriter(stack, task.outputs[split], backend, job.compression_level) for split in SPLITS}
+        # Block hashes let the frame reader stream uncompressed packed shards from gs:// in place
+        # (components.records.remote); no other layout is read that way, so none pays for them.
+        block_hashes = packed and backend == "none"
+        writers = {split: _SplitWriter(stack, task.outputs[split], backend, job.compression_level, block_hashes)
+                   for split in SPLITS}
         for piece in task.slices:
             for first_row, batch in _iter_slice(piece, columns, job.batch_rows):
                 values = {spec.name: column_values(batch, spec, piece.uri, first_row, job.checks)

@@ -13,9 +13,10 @@ read round-robin one record per shard, a shard that runs out dropping out of the
 records cut into batches across group boundaries. So resume arithmetic, shuffling and the
 batches themselves are the same whichever path reads a split (tests/records/test_frames.py).
 
-Integrity: the provider has checked every shard's size and sha256 against the manifest before
-it is read, which is stronger than TFRecord's per-record CRC-32C, so the CRCs are not
-recomputed; every frame's length field and every header byte of every record are compared
+Integrity: a local shard's size and sha256 are checked against the manifest by the provider
+before it is read, a gs:// shard's block by block as it arrives (components.records.remote);
+either is stronger than TFRecord's per-record CRC-32C, so the CRCs are not recomputed. Every
+frame's length field and every header byte of every record are compared
 with the layout's template, so a shard of another layout or a damaged frame structure is
 named (shard, record) instead of being decoded as garbage.
 """
@@ -23,7 +24,6 @@ named (shard, record) instead of being decoded as garbage.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +37,6 @@ FRAME_OVERHEAD = 16  # uint64 length + uint32 CRC before the record, uint32 CRC 
 CHUNK_ROWS = 2048  # records read from a group's shards at a time (~20 MB of prod rows)
 
 
-def little_endian_host() -> bool:
-    return sys.byteorder == "little"
-
-
 @dataclass(frozen=True)
 class FrameBatch:
     """One batch of rows as numpy arrays, with where each row came from."""
@@ -49,10 +45,6 @@ class FrameBatch:
     shards: tuple[str, ...]  # URIs the rows came from
     shard_of_row: np.ndarray  # index into `shards` per row
     record_of_row: np.ndarray  # record number within its shard per row
-
-    @property
-    def rows(self) -> int:
-        return len(self.record_of_row)
 
     def where(self, row: int) -> tuple[str, int]:
         return self.shards[int(self.shard_of_row[row])], int(self.record_of_row[row])

@@ -134,7 +134,7 @@ def train(
 
     from components.common import storage
     from components.common.logs import setup_logging
-    from components.launch import LaunchSpec, check_data, job_name
+    from components.launch import LaunchSpec, job_name
     from components.launch import run as launch
     from components.launch.spec import parse_env, passthrough_env
     from components.records.layout import EVAL_SPLIT, TRAIN_SPLIT, split_uri
@@ -162,8 +162,8 @@ def train(
     )
     shards = {section: int(tfrecords.metadata[key]) for section, key in
               (("train_data", "train_shards"), ("validation_data", "eval_shards")) if tfrecords.metadata.get(key)}
-    check_data(args, backend)  # a split that breaks the data contract fails here, before any pod
-    result = launch(spec, args, backend=backend, shards=shards)
+    # the job's shape, then each split's first records against the data contract, before any pod
+    result = launch(spec, args, backend=backend, shards=shards, data_check=True)
     model.metadata["framework"] = "pytorch"
     runtime.record_location(model, exported, checkpoints_uri=checkpoints,
                             job_name=result.job_name, backend=backend, train_seconds=round(result.seconds, 1))

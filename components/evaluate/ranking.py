@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.common.hashing import splitmix64
+from components.metrics.binary import weighted_sum
 
 PAIR_BLOCK_ELEMENTS = 1 << 19  # users x n x n pair cells evaluated per vectorized step
 
@@ -106,7 +107,7 @@ class GroupedAUROCAccumulator:
         for width, group in _size_buckets(starts[eligible], sizes[eligible], self.max_examples_per_user):
             auc, ok = _concordance_block(scores, values, group, width, self.max_examples_per_user)
             weight = np.minimum(group[:, 1], self.max_examples_per_user).astype(np.float64)
-            total_auc += float(np.dot(auc[ok], weight[ok]))
+            total_auc += weighted_sum(auc[ok], weight[ok])
             total_weight += float(weight[ok].sum())
             counted += int(ok.sum())
         gauc = total_auc / total_weight if total_weight > 0 else float("nan")

@@ -95,17 +95,20 @@ def _with_service(args: TrainerArgs, address: str, connect_timeout_s: float) -> 
 
 
 def run(spec: LaunchSpec, args: TrainerArgs, backend: str = "local", kubeconfig: str | None = None,
-        shards: dict[str, int] | None = None) -> LaunchResult:
+        shards: dict[str, int] | None = None, data_check: bool = False) -> LaunchResult:
     """Run training to completion on `backend`; raises TrainingFailed (exit 1) if it does not succeed.
 
     First checks that the trainer can start with the job's ranks (batch sizes, and the shard
-    count of each split when `shards` gives it): a ConfigError here, before any pod starts. The
-    callers with real data (the CLI, the pipeline's train step) call `check_data` before this.
+    count of each split when `shards` gives it) and, with `data_check` (the CLI and the pipeline's
+    train step), that the first records of each split meet the data contract (`check_data`): a
+    ConfigError or DataError here, before any pod starts.
     """
     from components.common.errors import ConfigError
     from components.launch.command import trainer_command
 
     check_shape(spec, args, backend, shards)
+    if data_check:
+        check_data(args, backend)
 
     if backend == "local":
         from components.launch.local import free_port, run_torchrun

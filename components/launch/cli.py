@@ -126,11 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(to_manifest(build_pytorchjob(spec, trainer_command(spec, trainer, "kubernetes"))), indent=2))
         return 0
-    if not args.skip_data_check:
-        from components.launch import check_data
-
-        check_data(trainer, args.backend)
-    result = launch(spec, trainer, backend=args.backend, kubeconfig=args.kubeconfig)
+    result = launch(spec, trainer, backend=args.backend, kubeconfig=args.kubeconfig,
+                    data_check=not args.skip_data_check)
     print(json.dumps({"job_name": result.job_name, "backend": result.backend, "status": result.status,
                       "seconds": round(result.seconds, 1)}))
     return 0

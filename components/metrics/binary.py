@@ -85,6 +85,13 @@ def read_task_document(uri: str, file_name: str, missing: str, missing_error: ty
     return data
 
 
+def weighted_sum(a: np.ndarray, b: np.ndarray) -> float:
+    """sum(a * b) with numpy's own pairwise summation, not BLAS's dot: OpenBLAS splits a long dot
+    across its threads, so the last bit of a metric would depend on how many threads a container
+    grants it (the same run in a venv and in an image must give the same metrics)."""
+    return float(np.sum(a * b))
+
+
 @dataclass(frozen=True)
 class CurvePoint:
     x: float
@@ -257,8 +264,8 @@ class BinaryMetricAccumulator:
         """Pairs in one bin count as ties (1/2); the error is at most half their share."""
         neg_below = np.cumsum(self.neg_weight) - self.neg_weight
         pairs = total_pos * total_neg
-        same_bin = float(np.dot(self.pos_weight, self.neg_weight)) / pairs
-        auroc = float(np.dot(self.pos_weight, neg_below + 0.5 * self.neg_weight)) / pairs
+        same_bin = weighted_sum(self.pos_weight, self.neg_weight) / pairs
+        auroc = weighted_sum(self.pos_weight, neg_below + 0.5 * self.neg_weight) / pairs
         return auroc, 0.5 * same_bin
 
     def _descending(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,7 +279,7 @@ class BinaryMetricAccumulator:
         """Sum over thresholds of recall increase times precision (scikit-learn's definition)."""
         occupied, tp, total = self._descending()
         precision = tp / total
-        return float(np.dot(self.pos_weight[occupied] / total_pos, precision))
+        return weighted_sum(self.pos_weight[occupied] / total_pos, precision)
 
     def _normalized_cross_entropy(self, scale: float) -> float:
         """Cross entropy after multiplying predictions by `scale`, from per-bin prediction means."""
@@ -282,7 +289,7 @@ class BinaryMetricAccumulator:
             occupied = weight > 0
             mean = clip_probabilities(scale * prediction[occupied] / weight[occupied])
             log_term = np.log(mean) if positive else np.log1p(-mean)
-            total -= float(np.dot(weight[occupied], log_term))
+            total -= weighted_sum(weight[occupied], log_term)
         return total / self.sum_weight
 
     def _roc_curve(self, total_pos: float, total_neg: float) -> tuple[CurvePoint, ...]:

@@ -2,12 +2,12 @@
 
 Convert records the sha256 of every `storage.BLOCK_BYTES` block of a shard in the manifest
 (`ManifestFile.block_sha256`). The frame reader (components.records.frames) then reads a gs://
-shard as a sequence of ranged GETs, each streamed straight into its own buffer
-(`storage.read_range_into`), hashed and compared with the manifest before the first record in
-it is decoded, with the next blocks already in flight on a shared pool. Nothing is spooled to
-a local file, so a shard costs the reader one receive, one hash and the decode, close to what a
-local shard costs (a page-cache read and the hash); and memory is bounded by the blocks in
-flight (`ahead` + 1 per shard of the group), whatever the shard's size.
+shard as a sequence of ranged GETs of two blocks each, streamed straight into their own buffer
+(`storage.read_range_into`); each block is hashed and compared with the manifest before the
+first record in it is decoded, and the next GET is already in flight on a shared pool. Nothing
+is spooled to a local file, so a shard costs the reader one receive, one hash and the decode,
+close to what a local shard costs (a page-cache read and the hash); and memory is bounded by the
+GETs in flight (`(ahead + 1) x span` blocks per shard of the group), whatever the shard's size.
 
 A shard written before block hashes existed, or a read with `skip_corrupt` (which must be able
 to drop a whole shard before any of it is used), goes through the downloading ShardProvider.
@@ -25,7 +25,8 @@ from components.common import storage
 from components.common.errors import DataError
 from components.common.manifest import ManifestFile
 
-AHEAD = 2  # blocks fetched ahead of the one being read, per shard
+SPAN = 2  # blocks per ranged GET: fewer requests, each checked block by block
+AHEAD = 1  # GETs in flight ahead of the one being read, per shard (so 2 x 16 MiB per shard)
 
 
 def streamable(entry: ManifestFile) -> bool:
@@ -38,7 +39,7 @@ class BlockStream:
     """Sequential `readinto` over a gs:// shard from byte `start`, in verified blocks."""
 
     def __init__(self, uri: str, entry: ManifestFile, start: int, pool: ThreadPoolExecutor,
-                 ahead: int = AHEAD) -> None:
+                 ahead: int = AHEAD, span: int = SPAN) -> None:
         if not streamable(entry):
             raise DataError(f"{uri}: the manifest has no block hashes for this shard")
         self.uri, self.entry, self.pool = uri, entry, pool
@@ -46,7 +47,7 @@ class BlockStream:
         self.next_fetch = self.index
         self.pending: deque[Future] = deque()
         self.current: memoryview | None = None
-        self.ahead = ahead
+        self.ahead, self.span = ahead, max(1, span)
         self._fill()
 
     @property
@@ -55,12 +56,15 @@ class BlockStream:
 
     def _fill(self) -> None:
         while self.next_fetch < self.blocks and len(self.pending) <= self.ahead:
-            self.pending.append(self.pool.submit(self._fetch, self.next_fetch))
-            self.next_fetch += 1
+            count = min(self.span, self.blocks - self.next_fetch)
+            self.pending.append(self.pool.submit(self._fetch, self.next_fetch, count))
+            self.next_fetch += count
 
-    def _fetch(self, index: int) -> np.ndarray:
-        begin = index * storage.BLOCK_BYTES
-        size = min(storage.BLOCK_BYTES, self.entry.bytes - begin)
+    def _fetch(self, first: int, count: int) -> np.ndarray:
+        """Blocks first..first+count-1 in one ranged GET, each compared with its manifest hash."""
+        block = storage.BLOCK_BYTES
+        begin = first * block
+        size = min(count * block, self.entry.bytes - begin)
         buffer = np.empty(size, dtype=np.uint8)
         try:
             got = storage.read_range_into(self.uri, begin, buffer)
@@ -69,9 +73,12 @@ class BlockStream:
         if got != size:
             raise DataError(f"{self.uri}: size {begin + got} bytes, manifest says {self.entry.bytes} "
                             "(truncated or replaced)")
-        if hashlib.sha256(buffer).hexdigest() != self.entry.block_sha256[index]:
-            raise DataError(f"{self.uri}: bytes {begin}-{begin + size - 1} (block {index}) differ from the "
-                            "manifest's sha256 (corrupt or replaced)")
+        for index in range(first, first + count):
+            at = (index - first) * block
+            if hashlib.sha256(buffer[at : at + block]).hexdigest() != self.entry.block_sha256[index]:
+                end = begin + min(at + block, size) - 1
+                raise DataError(f"{self.uri}: bytes {begin + at}-{end} (block {index}) differ from the "
+                                "manifest's sha256 (corrupt or replaced)")
         return buffer
 
     def _next_block(self) -> bool:

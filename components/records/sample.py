@@ -148,7 +148,11 @@ def check_split_sample(split_uri: str, schema: Schema, reads: ModelReads | None 
         quota = min(entry.records, (records - checked) // (len(chosen) - number) or 1)
         labels: list[list[float]] = []
         embeddings: list[list[np.ndarray]] = [[] for _ in embedding_reads]
-        with storage.open_read(uri) as raw:
+        try:
+            opened = storage.open_read(uri)
+        except FileNotFoundError:
+            raise DataError(f"{uri}: listed in the manifest but missing") from None
+        with opened as raw:
             stream = gzip.GzipFile(fileobj=raw) if compression == "GZIP" else raw
             try:
                 for index, payload in enumerate(tfrecords(stream, uri, quota)):

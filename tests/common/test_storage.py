@@ -241,3 +241,23 @@ def test_exhausted_retries_raise_storage_error_and_leave_nothing(
     assert proxy.counts["ok"] == 0 and proxy.counts["503"] >= 3
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     assert not storage.exists(f"{gcs_bucket}/doomed")
+
+
+def test_proxy_and_ca_settings_are_read_once_from_the_environment(gcs_bucket: str, monkeypatch) -> None:
+    """requests would scan the environment on every call; the client's session takes the same settings
+    once: a proxy for the endpoint is kept, an endpoint under NO_PROXY goes direct."""
+    try:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+        monkeypatch.setenv("NO_PROXY", "example.invalid")
+        storage._clients.clear()
+        session = storage.gcs_client()._http
+        assert session.trust_env is False and session.proxies.get("http") == "http://127.0.0.1:9"
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        storage._clients.clear()
+        session = storage.gcs_client()._http
+        assert session.trust_env is False and "http" not in session.proxies
+        storage.write_bytes(f"{gcs_bucket}/direct", b"through no proxy")
+        buffer = bytearray(7)
+        assert storage.read_range_into(f"{gcs_bucket}/direct", 8, buffer) == 7 and bytes(buffer) == b"no prox"
+    finally:
+        storage._clients.clear()

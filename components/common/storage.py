@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -279,9 +278,7 @@ def read_range_into(uri: str, start: int, buffer: Any) -> int:
 
     One ranged GET streamed straight into `buffer`: the client's own download path copies the body
     three more times (urllib3's buffer, the joined bytes, ours), which on the reader's gs:// path
-    cost more CPU than hashing and decoding the same bytes. Over a kept-alive http.client connection
-    per thread where that can stand in for the client's session (components.common.range_reads),
-    else through the session. Retried as every GCS call is.
+    cost more CPU than hashing and decoding the same bytes. Retried as every GCS call is.
     """
     from urllib.parse import quote
 
@@ -292,9 +289,6 @@ def read_range_into(uri: str, start: int, buffer: Any) -> int:
 
     def fetch() -> int:
         client = gcs_client()
-        direct = _range_reader(client)
-        if direct is not None:
-            return direct.read_into(bucket, key, start, view)
         url = f"{client.api_endpoint}/download/storage/v1/b/{bucket}/o/{quote(key, safe='')}?alt=media"
         headers = {"Range": f"bytes={start}-{start + len(view) - 1}", "Accept-Encoding": "identity"}
         with client._http.get(url, headers=headers, stream=True, timeout=(60, 300)) as response:
@@ -314,19 +308,6 @@ def read_range_into(uri: str, start: int, buffer: Any) -> int:
             return got
 
     return _call(fetch, uri)
-
-
-_range_readers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> RangeReader or None
-
-
-def _range_reader(client: Any) -> Any:
-    """The client's RangeReader, or None where its session must serve (a proxy, mTLS)."""
-    from components.common import range_reads
-
-    with _client_lock:
-        if client not in _range_readers:
-            _range_readers[client] = range_reads.RangeReader(client) if range_reads.usable(client) else None
-        return _range_readers[client]
 
 
 def _body_reader(response: Any) -> Any:

@@ -261,28 +261,3 @@ def test_proxy_and_ca_settings_are_read_once_from_the_environment(gcs_bucket: st
         assert storage.read_range_into(f"{gcs_bucket}/direct", 8, buffer) == 7 and bytes(buffer) == b"no prox"
     finally:
         storage._clients.clear()
-
-
-def test_range_reads_survive_503s_and_dropped_connections_on_kept_alive_connections(
-        gcs_emulator: str, gcs_bucket: str, monkeypatch) -> None:
-    """The reader's direct range reads (components.common.range_reads) behind a proxy that answers
-    HTTP/1.1 keep-alive, fails 30% of requests (503, or the connection dropped after the emulator
-    served it): every range still arrives whole and right, through the common retry policy."""
-    data = os.urandom(3 * 1024 * 1024 + 123)
-    storage.write_bytes(f"{gcs_bucket}/ranges", data)
-    with FaultyProxy(gcs_emulator, fault_rate=0.3, seed=3) as proxy:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-        monkeypatch.setattr(storage, "RETRY", storage.RetryPolicy(attempts=15, base_s=0.001, cap_s=0.01))
-        storage._clients.clear()
-        try:
-            assert storage._range_reader(storage.gcs_client()) is not None  # not the requests session
-            got = bytearray()
-            piece = bytearray(256 * 1024)
-            while (n := storage.read_range_into(f"{gcs_bucket}/ranges", len(got), piece)) > 0:
-                got += piece[:n]
-            assert bytes(got) == data
-            with pytest.raises(FileNotFoundError):
-                storage.read_range_into(f"{gcs_bucket}/nothing-here", 0, piece)
-        finally:
-            storage._clients.clear()
-    assert proxy.counts["503"] > 0 and proxy.counts["drop"] > 0 and proxy.counts["ok"] > 13

@@ -116,6 +116,11 @@ def per_batch_breach(labels: list[tuple[FeatureSpec, np.ndarray]],
     return None
 
 
+def describe_breach(spec: FeatureSpec, breach: Breach) -> str:
+    """How every reader names a per-batch breach after its shard and record."""
+    return f"column {spec.column!r} (feature {spec.feature}) {breach.what} [{breach.code}]"
+
+
 def severity(code: str, overrides: dict[str, str] | None = None) -> str:
     """A rule's severity after the validation config's overrides (structural rules cannot be lowered)."""
     rule = RULES[code]

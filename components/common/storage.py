@@ -383,19 +383,21 @@ class _HashingWriter(io.RawIOBase):
         self._raw.write(view)
         self._hash.update(view)
         if self._blocks is not None:
-            at = 0
-            while at < view.nbytes:
-                room = BLOCK_BYTES - self.bytes_written % BLOCK_BYTES
-                piece = view[at : at + room]
-                self._block.update(piece)
-                at += piece.nbytes
-                self.bytes_written += piece.nbytes
-                if self.bytes_written % BLOCK_BYTES == 0:
-                    self._blocks.append(self._block.hexdigest())
-                    self._block = hashlib.sha256()
-            return view.nbytes
+            self._hash_blocks(view)
         self.bytes_written += view.nbytes
         return view.nbytes
+
+    def _hash_blocks(self, view: memoryview) -> None:
+        """Feed `view` (written at offset `bytes_written`) to the block hashes, closing each full block."""
+        at = 0
+        while at < view.nbytes:
+            room = BLOCK_BYTES - (self.bytes_written + at) % BLOCK_BYTES
+            piece = view[at : at + room]
+            self._block.update(piece)
+            at += piece.nbytes
+            if (self.bytes_written + at) % BLOCK_BYTES == 0:
+                self._blocks.append(self._block.hexdigest())
+                self._block = hashlib.sha256()
 
     @property
     def sha256(self) -> str:

@@ -390,13 +390,12 @@ class BatchBreach:
     """The first breach of the per-batch checks in a batch: the rule's finding, its row and IDs."""
 
     spec: Any  # the column's contract spec (column, feature)
-    what: str
-    code: str
+    breach: contract.Breach
     row: int
     ids: list[int]  # the row's ID features, which find it again in a shard
 
     def describe(self) -> str:
-        return f"column {self.spec.column!r} (feature {self.spec.feature}) {self.what} [{self.code}]"
+        return contract.describe_breach(self.spec, self.breach)
 
 
 def batch_breach(batch: RecapBatch, layout: _Layout) -> BatchBreach | None:
@@ -412,7 +411,7 @@ def batch_breach(batch: RecapBatch, layout: _Layout) -> BatchBreach | None:
     spec, breach = found
     row = int(breach.rows[0])
     ids = batch.sparse_features.values().view(len(layout.id_features), -1)[:, row].tolist()
-    return BatchBreach(spec, breach.what, breach.code, row, ids)
+    return BatchBreach(spec, breach, row, ids)
 
 
 def check_batch(batch: RecapBatch, layout: _Layout, locate: Locate) -> None:

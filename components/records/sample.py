@@ -134,13 +134,18 @@ def check_split_sample(split_uri: str, schema: Schema, reads: ModelReads | None 
     compression = manifest_compression(manifest.extra)
     chosen = [f for f in manifest.files if f.records][:max(1, shards)]
     label_specs = [schema.task_label(task) for task in schema.tasks]
-    if layout.kind == PACKED:
+    if layout.kind == PACKED:  # one bytes feature holds every task's label, in task order
         by_part = {f.part: f for f in layout.fields(schema)}
-        label_reads = [(by_part["labels"].feature, "u1", i) for i in range(len(label_specs))]
+        packed_labels = by_part["labels"].feature
         embedding_reads = [(spec, by_part[f"embedding/{spec.name}"].feature) for spec in schema.embeddings]
     else:
-        label_reads = [(spec.feature, None, None) for spec in label_specs]
         embedding_reads = [(spec, spec.feature) for spec in schema.embeddings]
+
+    def label_row(features: Any, uri: str, index: int) -> list[float]:
+        if layout.kind == PACKED:
+            return _values(features, packed_labels, "u1", uri, index).tolist()
+        return [float(_values(features, spec.feature, None, uri, index)[0]) for spec in label_specs]
+
     example = example_class()
     checked = 0
     for number, entry in enumerate(chosen):
@@ -160,11 +165,7 @@ def check_split_sample(split_uri: str, schema: Schema, reads: ModelReads | None 
                         features = example.FromString(payload).features.feature
                     except Exception as exc:  # protobuf's DecodeError
                         raise DataError(f"{uri}: record {index}: not a tf.train.Example ({exc})") from None
-                    row = []
-                    for feature, dtype, at in label_reads:
-                        values = _values(features, feature, dtype, uri, index)
-                        row.append(float(values[at] if at is not None else values[0]))
-                    labels.append(row)
+                    labels.append(label_row(features, uri, index))
                     for slot, (_, feature) in enumerate(embedding_reads):
                         embeddings[slot].append(_values(features, feature, "<f4", uri, index))
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -177,7 +178,6 @@ def check_split_sample(split_uri: str, schema: Schema, reads: ModelReads | None 
             [(spec, np.stack(rows)) for (spec, _), rows in zip(embedding_reads, embeddings, strict=True)])
         if found is not None:
             spec, breach = found
-            raise DataError(f"{uri}: record {int(breach.rows[0])}: column {spec.column!r} (feature {spec.feature}) "
-                            f"{breach.what} [{breach.code}]")
+            raise DataError(f"{uri}: record {int(breach.rows[0])}: {contract.describe_breach(spec, breach)}")
         checked += len(labels)
     return SampleResult(checked, len(chosen))

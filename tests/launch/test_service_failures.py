@@ -15,12 +15,11 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 
 import pytest
-
-from components.launch.local import free_port
 
 pytestmark = pytest.mark.integration
 tf = pytest.importorskip("tensorflow")
@@ -123,12 +122,16 @@ def test_an_unreachable_dispatcher_stops_the_job_with_its_address_within_the_con
     from components.launch import LaunchSpec, TrainingFailed
     from components.launch import run as launch
 
-    address = f"grpc://127.0.0.1:{free_port()}"  # nothing listens there
-    _, args = trainer_args(tmp_path, split, data_service_dispatcher=address, data_service_connect_timeout_s=5.0)
-    spec = LaunchSpec(job_name="recap-train-no-dispatcher", image="", procs_per_worker=2, timeout_s=300.0,
-                      log_tail_lines=1000)
-    with pytest.raises(TrainingFailed) as info:
-        launch(spec, args, backend="local")
+    # A port bound but never listened on refuses connections, and nothing else (torchrun's own
+    # rendezvous store, picking a free port too) can take it while the test runs.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        address = f"grpc://127.0.0.1:{held.getsockname()[1]}"
+        _, args = trainer_args(tmp_path, split, data_service_dispatcher=address, data_service_connect_timeout_s=5.0)
+        spec = LaunchSpec(job_name="recap-train-no-dispatcher", image="", procs_per_worker=2, timeout_s=300.0,
+                          log_tail_lines=1000)
+        with pytest.raises(TrainingFailed) as info:
+            launch(spec, args, backend="local")
     assert type(info.value) is TrainingFailed  # the ranks failed; no LaunchTimeout
     message = str(info.value)
     assert message.startswith(f"data service dispatcher {address}: not reachable within 5s"), message
